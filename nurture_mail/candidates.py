@@ -1,0 +1,182 @@
+"""Candidate records: turning one imported row into a validated, normalised record.
+
+Pure: no database, no files. The importer feeds rows in; the store writes records out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+
+from .durations import parse_instant
+
+# Columns with a meaning of their own; every other column becomes a custom attribute.
+BUILTIN_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "full_name",
+    "status",
+    "tags",
+    "timezone",
+    "owner",
+    "role",
+    "stage_reached",
+    "decided_at",
+    "source",
+)
+TEXT_FIELDS = ("first_name", "last_name", "full_name", "owner", "role", "stage_reached", "source")
+MAX_FIELD = 10_000  # characters; anything longer is a broken export, not a name
+_STATUS = re.compile(r"^[a-z][a-z0-9_-]{0,49}$")
+_ATTRIBUTE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_NUMBER = re.compile(r"^-?(0|[1-9]\d{0,14})(\.\d{1,10})?$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class RowError(ValueError):
+    """A row that cannot be imported; the message says why (the importer adds file:line)."""
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    email: str
+    fields: dict[str, object]  # built-in fields present in the row (never email/tags)
+    tags: tuple[str, ...] = ()
+    attributes: dict[str, object] = field(default_factory=dict)
+
+
+def normalise_email(raw: str) -> str:
+    """Validate (syntax only, no DNS) and normalise: IDNA domain, whole address lower-cased.
+
+    Mailbox providers treat local parts case-insensitively in practice, so two addresses that
+    differ only in case are one candidate.
+    """
+    text = raw.strip()
+    if not text:
+        raise RowError("email is empty")
+    try:
+        result = validate_email(text, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise RowError(f"invalid email {text!r}: {exc}") from None
+    return (result.ascii_email or result.normalized).lower()
+
+
+def column_key(name: str) -> str:
+    """Header spelling -> field name: trimmed, lower-case, spaces and dashes to underscores."""
+    return re.sub(r"[\s\-]+", "_", name.strip()).lower()
+
+
+def parse_tags(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else str(value).split(";")
+    tags = []
+    for item in items:
+        tag = str(item).strip().lower()
+        if tag and tag not in tags:
+            tags.append(tag)
+    return tuple(tags)
+
+
+def coerce_attribute(value: object) -> object:
+    """CSV cells are text; turn the obvious booleans and numbers into values rules can compare."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    lowered = text.lower()
+    if lowered in ("true", "yes"):
+        return True
+    if lowered in ("false", "no"):
+        return False
+    if _NUMBER.match(text):
+        return float(text) if "." in text else int(text)
+    return text
+
+
+def _clean_text(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    text = _CONTROL.sub("", str(value)).strip()
+    if len(text) > MAX_FIELD:
+        raise RowError(f"{name} is too long ({len(text)} characters; the limit is {MAX_FIELD})")
+    return text or None
+
+
+def record_from_row(
+    row: Mapping[str, object],
+    *,
+    extra_tags: tuple[str, ...] = (),
+    status: str | None = None,
+) -> CandidateRecord:
+    """One row (field name -> value) to a record, or RowError."""
+    raw_email = row.get("email")
+    if raw_email is None or (isinstance(raw_email, str) and not raw_email.strip()):
+        raise RowError("email is empty")
+    if not isinstance(raw_email, str):
+        raise RowError(f"email must be text, got {raw_email!r}")
+    email = normalise_email(raw_email)
+
+    fields: dict[str, object] = {}
+    for name in TEXT_FIELDS:
+        if name in row:
+            value = _clean_text(name, row[name])
+            if value is not None:
+                fields[name] = value
+
+    given_status = status or _clean_text("status", row.get("status"))
+    if given_status:
+        given_status = given_status.lower()
+        if not _STATUS.match(given_status):
+            raise RowError(f"invalid status {given_status!r}: use a single lower-case word such as rejected")
+        fields["status"] = given_status
+
+    tz = _clean_text("timezone", row.get("timezone"))
+    if tz:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise RowError(f"unknown timezone {tz!r} (use an IANA name such as Europe/Berlin)") from None
+        fields["timezone"] = tz
+
+    decided = row.get("decided_at")
+    if isinstance(decided, str) and decided.strip():
+        try:
+            fields["decided_at"] = parse_instant(decided).astimezone(UTC).replace(tzinfo=None)
+        except ValueError:
+            raise RowError(f"invalid decided_at {decided.strip()!r}: use an ISO date such as 2026-09-30") from None
+    elif isinstance(decided, datetime):
+        fields["decided_at"] = decided
+
+    if "full_name" not in fields and ("first_name" in fields or "last_name" in fields):
+        fields["full_name"] = " ".join(
+            str(fields[k]) for k in ("first_name", "last_name") if k in fields
+        )
+
+    attributes: dict[str, object] = {}
+    for name, value in row.items():
+        if name in BUILTIN_FIELDS:
+            continue
+        if not _ATTRIBUTE.match(name):
+            raise RowError(
+                f"column {name!r} cannot be a custom attribute: use letters, digits and _ only"
+            )
+        if isinstance(value, str):
+            if len(value) > MAX_FIELD:
+                raise RowError(f"{name} is too long ({len(value)} characters; the limit is {MAX_FIELD})")
+            value = _CONTROL.sub("", value).strip()
+            if not value:
+                continue
+        if value is None:
+            continue
+        attributes[name] = coerce_attribute(value)
+
+    tags = parse_tags(row.get("tags"))
+    for tag in extra_tags:
+        if tag.lower() not in tags:
+            tags = tags + (tag.lower(),)
+    return CandidateRecord(email=email, fields=fields, tags=tags, attributes=attributes)

@@ -1,0 +1,33 @@
+"""`nurture tick`, `nurture run`, `nurture serve`."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import NotAvailable
+from . import cli
+from .context import AppContext
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Show what would happen; send and write nothing.")
+@click.pass_obj
+def tick(app: AppContext, dry_run):
+    """One pass: sync replies, enrol, send what is due; then exit."""
+    raise NotAvailable("`nurture tick` is not available yet")
+
+
+@cli.command()
+@click.pass_obj
+def run(app: AppContext):
+    """The daemon: tick on a schedule until SIGTERM/SIGINT."""
+    raise NotAvailable("`nurture run` is not available yet")
+
+
+@cli.command()
+@click.option("--host", metavar="H", help="Address to bind (default from [serve] host: 127.0.0.1).")
+@click.option("--port", type=int, metavar="P", help="Port (default from [serve] port: 8025).")
+@click.pass_obj
+def serve(app: AppContext, host, port):
+    """One-click unsubscribe endpoint and report dashboard."""
+    raise NotAvailable("`nurture serve` is not available yet")

@@ -1,0 +1,126 @@
+"""Opening the database: engine options per dialect and schema migrations on start.
+
+SQLite runs in WAL mode with foreign keys on and a busy timeout; PostgreSQL through psycopg 3.
+The schema is owned by Alembic (`nurture_mail/migrations`); `open_database` upgrades it when the
+recorded revision is behind, so a fresh directory just works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .errors import ConfigError, NurtureError
+from .models import Meta
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+# The newest revision in migrations/versions; a test keeps the two in step.
+SCHEMA_HEAD = "0001"
+
+
+@dataclass
+class Database:
+    """An engine, a session factory and the install's suppression salt."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    salt: str
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def email_hash(self, email: str) -> str:
+        """Salted hash of a normalised address: how suppressions are looked up and kept."""
+        return hashlib.sha256((self.salt + email).encode()).hexdigest()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def create_db_engine(url: str) -> Engine:
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            engine = create_engine(url, pool_pre_ping=True)
+    except ArgumentError as exc:
+        raise ConfigError(f"database url: {exc}") from None
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"database url needs the {exc.name} driver: pip install 'nurture-mail[postgres]'"
+        ) from None
+    return engine
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError):
+        return None
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest revision (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def open_database(url: str, *, migrate: bool = True) -> Database:
+    engine = create_db_engine(url)
+    try:
+        if migrate and current_revision(engine) != SCHEMA_HEAD:
+            upgrade(engine)
+        sessions = sessionmaker(engine, expire_on_commit=False)
+        salt = _ensure_salt(sessions)
+    except OperationalError as exc:
+        engine.dispose()
+        raise NurtureError(f"cannot open database {_safe(url)}: {exc.orig}") from None
+    return Database(engine=engine, sessions=sessions, salt=salt)
+
+
+def _ensure_salt(sessions: sessionmaker[Session]) -> str:
+    with sessions.begin() as session:
+        row = session.execute(select(Meta.value).where(Meta.key == "suppression_salt")).scalar()
+        if row:
+            return row
+    salt = secrets.token_hex(16)
+    try:
+        with sessions.begin() as session:
+            session.add(Meta(key="suppression_salt", value=salt))
+    except Exception:  # another process won the race; read theirs
+        pass
+    with sessions.begin() as session:
+        return session.execute(select(Meta.value).where(Meta.key == "suppression_salt")).scalar_one()
+
+
+def _safe(url: str) -> str:
+    from .config import mask_url
+
+    return mask_url(url) or ""

@@ -1,0 +1,230 @@
+"""SQLAlchemy tables, and nothing else: every query lives in the store modules.
+
+Times are stored as naive UTC datetimes (SQLite has no time zones); the store converts at the
+edge. Indexes are chosen for the hot queries: due sends (partial index on claimable rows),
+replies by Message-ID, candidates by address and tag.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# JSON everywhere, JSONB on PostgreSQL so segments can use its operators and indexes.
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+# Ledger states that a sender may claim. Kept here because the partial index names them.
+CLAIMABLE_STATES = ("scheduled", "deferred")
+_CLAIMABLE_SQL = "state IN ('scheduled', 'deferred')"
+
+
+class Candidate(Base):
+    __tablename__ = "candidates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    full_name: Mapped[str | None] = mapped_column(String(400))
+    status: Mapped[str] = mapped_column(String(50), default="new", index=True)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(200))
+    role: Mapped[str | None] = mapped_column(String(200))
+    stage_reached: Mapped[str | None] = mapped_column(String(100))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime)
+    source: Mapped[str | None] = mapped_column(String(200))
+    attributes: Mapped[dict] = mapped_column(JSONType, default=dict)
+    # Random key behind unsubscribe tokens: opaque, not a database id.
+    token_key: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class CandidateTag(Base):
+    __tablename__ = "candidate_tags"
+
+    candidate_id: Mapped[int] = mapped_column(
+        ForeignKey("candidates.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True)
+
+    __table_args__ = (Index("ix_candidate_tags_tag", "tag", "candidate_id"),)
+
+
+class Campaign(Base):
+    """What the engine last saw of a campaign file: its id, status and step order."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(20))
+    steps: Mapped[list] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Enrollment(Base):
+    __tablename__ = "enrollments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
+    campaign_id: Mapped[str] = mapped_column(String(100))
+    # active | paused (out of office) | completed | exited
+    state: Mapped[str] = mapped_column(String(20), default="active")
+    exit_reason: Mapped[str | None] = mapped_column(String(50))
+    enrolled_at: Mapped[datetime] = mapped_column(DateTime)
+    # When the last step was sent (or enrolment time before the first); waits count from it.
+    last_sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_step_id: Mapped[str | None] = mapped_column(String(100))
+    paused_until: Mapped[datetime | None] = mapped_column(DateTime)
+    exited_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (
+        UniqueConstraint("candidate_id", "campaign_id", name="uq_enrollment"),
+        Index("ix_enrollments_campaign_state", "campaign_id", "state"),
+    )
+
+
+class Send(Base):
+    """The ledger: one row per (enrollment, step), whatever happens."""
+
+    __tablename__ = "sends"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
+    campaign_id: Mapped[str] = mapped_column(String(100))
+    candidate_id: Mapped[int] = mapped_column(Integer)
+    step_id: Mapped[str] = mapped_column(String(100))
+    step_number: Mapped[int] = mapped_column(Integer)
+    variant: Mapped[str | None] = mapped_column(String(50))
+    # scheduled | claimed | sent | deferred | failed | skipped | cancelled | unknown
+    state: Mapped[str] = mapped_column(String(20), default="scheduled")
+    due_at: Mapped[datetime] = mapped_column(DateTime)
+    message_id: Mapped[str] = mapped_column(String(250), unique=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime)
+    # True once the message data may have reached the server: an expired lease is then unknown.
+    data_started: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    smtp_response: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    to_addr: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step_id", name="uq_send_step"),
+        Index(
+            "ix_sends_claimable",
+            "due_at",
+            postgresql_where=text(_CLAIMABLE_SQL),
+            sqlite_where=text(_CLAIMABLE_SQL),
+        ),
+        Index(
+            "ix_sends_claimed_lease",
+            "lease_until",
+            postgresql_where=text("state = 'claimed'"),
+            sqlite_where=text("state = 'claimed'"),
+        ),
+        Index("ix_sends_campaign_step", "campaign_id", "step_id", "state"),
+        Index("ix_sends_candidate", "candidate_id"),
+    )
+
+
+class Inbound(Base):
+    """A message read from the inbox, classified and (maybe) matched to a send."""
+
+    __tablename__ = "inbound"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # sha256 of the raw bytes, or of the Message-ID when it has one: the same message once.
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    message_id: Mapped[str | None] = mapped_column(String(250), index=True)
+    source: Mapped[str | None] = mapped_column(String(300))
+    received_at: Mapped[datetime] = mapped_column(DateTime)
+    from_addr: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(Text)
+    # reply | auto_reply | bounce | unsubscribe | other
+    kind: Mapped[str] = mapped_column(String(20))
+    bounce: Mapped[str | None] = mapped_column(String(10))
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    status_code: Mapped[str | None] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    reply_text: Mapped[str | None] = mapped_column(Text)
+    send_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sends.id", ondelete="SET NULL"), index=True
+    )
+    candidate_id: Mapped[int | None] = mapped_column(
+        ForeignKey("candidates.id", ondelete="SET NULL"), index=True
+    )
+    campaign_id: Mapped[str | None] = mapped_column(String(100))
+    return_date: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class MailboxState(Base):
+    """Incremental IMAP sync position per folder."""
+
+    __tablename__ = "mailbox_state"
+
+    mailbox: Mapped[str] = mapped_column(String(500), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(Integer)
+    last_uid: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Suppression(Base):
+    """Addresses never to be mailed again. Looked up by a salted hash; forgotten ones keep only it."""
+
+    __tablename__ = "suppressions"
+
+    email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    # unsubscribed | bounced | complained | forgotten
+    reason: Mapped[str] = mapped_column(String(30))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Event(Base):
+    """Audit log: what happened to whom, when and why."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    candidate_id: Mapped[int | None] = mapped_column(
+        ForeignKey("candidates.id", ondelete="CASCADE"), index=True
+    )
+    campaign_id: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[dict] = mapped_column(JSONType, default=dict)
+
+
+class Meta(Base):
+    """Install-wide values: the suppression salt, the SQLite daemon lock."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
