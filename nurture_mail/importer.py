@@ -57,13 +57,15 @@ def parse_mapping(items: tuple[str, ...]) -> dict[str, str]:
     return mapping
 
 
-class _LineCounter(io.TextIOBase):
-    """Wraps a text stream so decoding errors can name the physical line."""
+class _LineCounter:
+    """Decodes a byte stream line by line so an encoding error can name its physical line.
+
+    Splitting on b"\n" is safe in UTF-8: that byte never occurs inside a multi-byte character.
+    """
 
     def __init__(self, path: Path, raw: io.BufferedReader, progress: Callable[[int], None] | None):
         self.path = path
         self.raw = raw
-        self.text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
         self.lines_read = 0
         self.progress = progress
 
@@ -71,21 +73,23 @@ class _LineCounter(io.TextIOBase):
         return self
 
     def __next__(self) -> str:
+        data = self.raw.readline()
+        if not data:
+            raise StopIteration
+        if self.lines_read == 0 and data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        self.lines_read += 1
+        if self.progress is not None:
+            self.progress(len(data))
         try:
-            line = self.text.readline()
+            return data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ImportFileError(
                 str(self.path),
-                self.lines_read + 1,
+                self.lines_read,
                 f"not UTF-8 text ({exc.reason} at byte 0x{exc.object[exc.start]:02x}); "
                 "save the file as UTF-8 (CSV UTF-8 in Excel) and import again",
             ) from None
-        if not line:
-            raise StopIteration
-        self.lines_read += line.count("\n") or 1
-        if self.progress is not None:
-            self.progress(len(line))
-        return line
 
 
 def read_csv(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo
@@ -425,22 +426,21 @@ def test_pick_variant_follows_weights(weights, low, high):
 # --- next_slot against a brute-force reference ----------------------------------------
 
 MINUTE = timedelta(minutes=1)
-ZONES = [
-    ZoneInfo(name)
-    for name in (
-        "UTC",
-        "Europe/Berlin",
-        "America/Los_Angeles",
-        "Pacific/Auckland",
-        "Asia/Kolkata",
-        "Asia/Kathmandu",
-        "Australia/Lord_Howe",  # 30-minute DST
-        "America/Sao_Paulo",  # DST at midnight until 2019
-        "Pacific/Apia",  # skipped 2011-12-30 entirely
-        "Pacific/Chatham",
-        "Europe/Dublin",  # "negative" DST in tzdata
-    )
-]
+# Zones with their offset changes (roughly, UTC): property cases often start near one.
+TRANSITIONS = {
+    "UTC": [],
+    "Asia/Kolkata": [],
+    "Asia/Kathmandu": [],
+    "Europe/Berlin": ["2027-03-28T01:00", "2027-10-31T01:00"],
+    "Europe/Dublin": ["2027-03-28T01:00", "2027-10-31T01:00"],  # "negative" DST in tzdata
+    "America/Los_Angeles": ["2027-03-14T10:00", "2027-11-07T09:00"],
+    "Pacific/Auckland": ["2027-04-03T14:00", "2027-09-25T14:00"],
+    "Pacific/Chatham": ["2027-04-03T14:00", "2027-09-25T14:00"],
+    "Australia/Lord_Howe": ["2027-04-03T15:00", "2027-10-02T15:30"],  # 30-minute DST
+    "America/Sao_Paulo": ["2018-11-04T03:00", "2019-02-17T02:00"],  # DST at midnight
+    "Pacific/Apia": ["2011-12-30T10:00"],  # skipped 2011-12-30 entirely
+}
+ZONES = [ZoneInfo(name) for name in TRANSITIONS]
 
 
 def _wall(moment: datetime, zone: ZoneInfo) -> datetime:
@@ -471,22 +471,32 @@ def _reference_window(
 
 def _qualifies(moment: datetime, policy: SchedulePolicy, zone: ZoneInfo) -> bool:
     local_day = _wall(moment, zone).date()
-    for back in range(-1, 3):
-        window = _reference_window(local_day - timedelta(days=back), policy, zone)
+    for days_back in range(-1, 3):
+        window = _reference_window(local_day - timedelta(days=days_back), policy, zone)
         if window and window[0] <= moment < window[1]:
             return True
     return False
 
 
-minute_times = st.builds(time, st.integers(0, 23), st.sampled_from([0, 15, 30, 45, 59]))
+# Often in the small hours, where clocks change.
+minute_times = st.builds(
+    time, st.integers(0, 23) | st.integers(0, 3), st.sampled_from([0, 15, 30, 45, 59])
+)
 
 
 @st.composite
 def scheduling_cases(draw):
-    zone = draw(st.sampled_from(ZONES))
-    earliest = draw(
-        st.datetimes(datetime(2005, 1, 1), datetime(2035, 12, 31), timezones=st.sampled_from(ZONES))
+    name = draw(st.sampled_from(sorted(TRANSITIONS)))
+    zone = ZoneInfo(name)
+    anywhere = st.datetimes(
+        datetime(2005, 1, 1), datetime(2035, 12, 31), timezones=st.sampled_from(ZONES)
     )
+    near_transition = st.builds(
+        operator.add,
+        st.sampled_from([utc(text) for text in TRANSITIONS[name]] or [utc("2027-03-01T00:00")]),
+        st.timedeltas(-timedelta(days=3), timedelta(days=3)),
+    )
+    earliest = draw(anywhere | near_transition)
     skips = draw(st.frozensets(st.integers(-2, 20), max_size=6))
     base = earliest.astimezone(UTC).date()
     policy = SchedulePolicy(
@@ -497,7 +507,7 @@ def scheduling_cases(draw):
     return earliest, policy, zone
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(scheduling_cases())
 def test_next_slot_is_the_first_qualifying_instant(case):
     earliest, policy, zone = case
