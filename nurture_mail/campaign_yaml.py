@@ -47,7 +47,9 @@ for _tag, _pattern, _first in (
     ),
     ("merge", r"<<", ["<"]),
 ):
-    Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(f"^(?:{_pattern})$"), _first)
+    Loader.add_implicit_resolver(
+        f"tag:yaml.org,2002:{_tag}", re.compile(f"^(?:{_pattern})$"), _first
+    )
 
 
 def line(node: yaml.Node) -> int:
@@ -181,13 +183,17 @@ class NodeReader:
             return None
 
 
-def compose(text: str, file: str) -> tuple[yaml.Node | None, NodeReader | None, CampaignError | None]:
+def compose(
+    text: str, file: str
+) -> tuple[yaml.Node | None, NodeReader | None, CampaignError | None]:
     """Parse YAML text to its root node, or a syntax error pinned to its line."""
     loader = Loader(text)
     try:
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark and "end of stream" in (exc.problem or ""):
+            mark = exc.context_mark  # an unclosed quote or bracket: point at where it opened
         context = f" ({exc.context})" if exc.context else ""
         where = mark.line + 1 if mark else None
         return None, None, CampaignError(file, where, f"invalid YAML: {exc.problem}{context}")

@@ -112,9 +112,7 @@ class Campaign:
         return next((s for s in self.steps if s.id == step_id), None)
 
 
-def load_campaign(
-    path: Path, *, template_exists: Callable[[str], bool] | None = None
-) -> Campaign:
+def load_campaign(path: Path, *, template_exists: Callable[[str], bool] | None = None) -> Campaign:
     """Load one campaign file; raises the first CampaignError (by line) if it is invalid."""
     campaign, errors = _load(Path(path), template_exists)
     if errors:
@@ -201,7 +199,9 @@ class _CampaignParser:
         audience = self._audience(keys["audience"][1]) if "audience" in keys else Audience()
         schedule = self._schedule(keys["schedule"][1]) if "schedule" in keys else SchedulePolicy()
         exit_when = (
-            self._exit_when(keys["exit_when"][1]) if "exit_when" in keys else frozenset(EXIT_REASONS)
+            self._exit_when(keys["exit_when"][1])
+            if "exit_when" in keys
+            else frozenset(EXIT_REASONS)
         )
         steps = self._steps(keys.get("steps"))
         if r.errors:
@@ -242,7 +242,9 @@ class _CampaignParser:
         value = self.r.value(node)
         if value not in STATUSES:
             hint = suggest(value, STATUSES) if isinstance(value, str) else ""
-            self.r.fail(node, f"'status' must be active, paused or draft, got {describe(value)}{hint}")
+            self.r.fail(
+                node, f"'status' must be active, paused or draft, got {describe(value)}{hint}"
+            )
             return None
         return value  # type: ignore[return-value]
 
@@ -251,7 +253,9 @@ class _CampaignParser:
         if keys is None:
             return None
         if "from" not in keys:
-            self.r.fail(node, "'sender' needs 'from', e.g. from: \"Dana Reyes <dana@talent.example>\"")
+            self.r.fail(
+                node, "'sender' needs 'from', e.g. from: \"Dana Reyes <dana@talent.example>\""
+            )
             return None
         name, email = self._address(keys["from"][1], "from")
         reply_to = None
@@ -271,7 +275,7 @@ class _CampaignParser:
         if "@" not in email or " " in email:
             self.r.fail(
                 node,
-                f"{key!r} must be an address such as \"Dana Reyes <dana@talent.example>\", got {text!r}",
+                f'{key!r} must be an address such as "Dana Reyes <dana@talent.example>", got {text!r}',
             )
             return None, None
         return name, email
@@ -298,13 +302,19 @@ class _CampaignParser:
             status_node = keys["status"][1]
             statuses = r.texts(status_node, "status")
             if statuses is not None and any(s.lower() == "hired" for s in statuses):
-                r.fail(status_node, "'hired' candidates are never enrolled: remove it from 'status'")
+                r.fail(
+                    status_node, "'hired' candidates are never enrolled: remove it from 'status'"
+                )
         tags: dict[str, tuple[str, ...]] = {}
         if "tags" in keys:
             tag_keys = r.mapping(keys["tags"][1], "'audience.tags'", _TAG_KEYS, "audience.tags.")
             for kind, (_, value_node) in (tag_keys or {}).items():
                 tags[kind] = r.texts(value_node, kind) or ()
-        where = self._conditions(keys["where"][1], "'where'", "audience.where.") if "where" in keys else ()
+        where = (
+            self._conditions(keys["where"][1], "'where'", "audience.where.")
+            if "where" in keys
+            else ()
+        )
         return Audience(
             statuses=statuses,
             tags_any=tags.get("any", ()),
@@ -326,19 +336,25 @@ class _CampaignParser:
                 r.fail(key_node, str(exc))
                 continue
             if not isinstance(ops_node, yaml.MappingNode) or not ops_node.value:
-                example = describe(r.value(ops_node)) if isinstance(ops_node, yaml.ScalarNode) else "..."
+                example = (
+                    describe(r.value(ops_node)) if isinstance(ops_node, yaml.ScalarNode) else "..."
+                )
                 r.fail(
                     ops_node,
                     f"condition on {name!r} must map operators to values, e.g. {{eq: {example}}}",
                 )
                 continue
-            for op, (op_node, operand_node) in (r.mapping(ops_node, f"{name!r}", None) or {}).items():
+            for op, (op_node, operand_node) in (
+                r.mapping(ops_node, f"{name!r}", None) or {}
+            ).items():
                 try:
                     check_operator(name, op)
                 except ValueError as exc:
                     r.fail(op_node, str(exc))
                     continue
-                operand = r.checked(operand_node, lambda v, n=name, o=op: normalise_operand(n, o, v))
+                operand = r.checked(
+                    operand_node, lambda v, n=name, o=op: normalise_operand(n, o, v)
+                )
                 if operand is not None:
                     conditions.append(Condition(name, op, operand, line(op_node)))
         return tuple(conditions)
@@ -415,11 +431,11 @@ class _CampaignParser:
         wait = r.checked(keys["wait"][1], parse_duration) if "wait" in keys else None
         template = self._template(keys["template"][1]) if "template" in keys else None
         subject = r.text(keys["subject"][1], "subject") if "subject" in keys else None
-        variants = self._variants(keys["variants"][1], label) if "variants" in keys else ()
+        path = f"steps.{raw_id or number}."
+        variants = self._variants(keys["variants"][1], label, path) if "variants" in keys else ()
         only_if = ()
         if "only_if" in keys:
-            path = f"steps.{raw_id or number}.only_if."
-            only_if = self._conditions(keys["only_if"][1], "'only_if'", path) or ()
+            only_if = self._conditions(keys["only_if"][1], "'only_if'", path + "only_if.") or ()
         if len(r.errors) > before:
             return None
         return Step(
@@ -440,7 +456,9 @@ class _CampaignParser:
             return None
         return name
 
-    def _variants(self, node: yaml.Node, step_label: str) -> tuple[Variant, ...] | None:
+    def _variants(
+        self, node: yaml.Node, step_label: str, step_path: str
+    ) -> tuple[Variant, ...] | None:
         r = self.r
         items = r.items(node, "variants")
         if items is None:
@@ -451,7 +469,8 @@ class _CampaignParser:
         for number, item in enumerate(items, start=1):
             raw_id = r.value(peek(item, "id")) if peek(item, "id") is not None else None
             label = f"variant {raw_id!r}" if isinstance(raw_id, str) else f"variant {number}"
-            keys = r.mapping(item, f"{label} of {step_label}", _VARIANT_KEYS)
+            path = f"{step_path}variants.{raw_id or number}."
+            keys = r.mapping(item, f"{label} of {step_label}", _VARIANT_KEYS, path)
             if keys is None:
                 continue
             if "id" not in keys:
@@ -460,7 +479,10 @@ class _CampaignParser:
             id_node = keys["id"][1]
             variant_id = r.value(id_node)
             if not isinstance(variant_id, str) or not _VARIANT_ID.fullmatch(variant_id):
-                r.fail(id_node, f"variant id {describe(variant_id)} must be letters, digits, '-' or '_'")
+                r.fail(
+                    id_node,
+                    f"variant id {describe(variant_id)} must be letters, digits, '-' or '_'",
+                )
                 continue
             if variant_id in first_line:
                 r.fail(
@@ -515,7 +537,9 @@ def _timezone(value: object) -> str:
             pass
         hint = suggest(value, _zone_names() + ("candidate",))
         raise ValueError(f"unknown timezone {value!r}{hint}")
-    raise ValueError(f"'timezone' must be 'candidate' or an IANA name such as 'Europe/Berlin', got {describe(value)}")
+    raise ValueError(
+        f"'timezone' must be 'candidate' or an IANA name such as 'Europe/Berlin', got {describe(value)}"
+    )
 
 
 def _days(value: object) -> frozenset[int]:
@@ -531,7 +555,9 @@ def _days(value: object) -> frozenset[int]:
             days.add(_DAY_NAMES.index(name))
         else:
             hint = suggest(name, _DAYS + _DAY_NAMES) if name else ""
-            raise ValueError(f"unknown day {describe(item)} in 'days'{hint or ' (expected mon, tue, wed, thu, fri, sat or sun)'}")
+            raise ValueError(
+                f"unknown day {describe(item)} in 'days'{hint or ' (expected mon, tue, wed, thu, fri, sat or sun)'}"
+            )
     return frozenset(days)
 
 
@@ -542,7 +568,7 @@ def _hours(value: object) -> tuple[time, time] | None:
         raise ValueError(f"'hours' must be text such as \"09:00-17:00\", got {describe(value)}")
     match = _HOURS.fullmatch(value)
     if not match:
-        raise ValueError(f"bad hours {value!r}: expected \"HH:MM-HH:MM\", e.g. \"09:00-17:00\"")
+        raise ValueError(f'bad hours {value!r}: expected "HH:MM-HH:MM", e.g. "09:00-17:00"')
     h1, m1, h2, m2 = (int(g) for g in match.groups())
     start, end = h1 * 60 + m1, h2 * 60 + m2
     if m1 > 59 or m2 > 59 or start >= _DAY_MINUTES or end > _DAY_MINUTES:
@@ -567,7 +593,9 @@ def _skip_dates(value: object) -> frozenset[date]:
                 raise ValueError
             dates.add(date.fromisoformat(item.strip()))
         except ValueError:
-            raise ValueError(f"bad date {describe(item)} in 'skip_dates': expected YYYY-MM-DD") from None
+            raise ValueError(
+                f"bad date {describe(item)} in 'skip_dates': expected YYYY-MM-DD"
+            ) from None
     return frozenset(dates)
 
 
@@ -583,4 +611,3 @@ def _weight(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"'weight' must be a positive integer, got {describe(value)}")
     return value
-

@@ -268,6 +268,15 @@ def load_settings(
     if "@" not in sender_email:
         raise ConfigError(f"[sender] from must be an address like 'Dana <dana@talent.example>', got {sender_from!r}")
 
+    base_url = values["unsubscribe"]["base_url"]
+    base_parts = urlsplit(base_url)
+    if base_parts.scheme != "https" and not (
+        base_parts.scheme == "http" and base_parts.hostname in ("localhost", "127.0.0.1", "::1")
+    ):
+        raise ConfigError(
+            f"[unsubscribe] base_url must be an https:// URL (http:// only for localhost), got {base_url!r}"
+        )
+
     tz = values["defaults"]["timezone"]
     try:
         ZoneInfo(tz)

@@ -7,14 +7,15 @@ product promises: Message-ID, List-Unsubscribe (https + mailto) and List-Unsubsc
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 
 from .mime import (
-    address_header,
     addr_spec,
+    address_header,
     angle_list,
     check_msg_id,
     check_uri,
@@ -46,6 +47,11 @@ class Envelope:
     references: tuple[str, ...] = ()
 
 
+@functools.lru_cache(maxsize=256)  # a batch is sent within a few seconds
+def _date(when: datetime) -> str:
+    return format_datetime(when)
+
+
 def build_message(envelope: Envelope, email: RenderedEmail) -> bytes:
     """The complete message. Raises ValueError for an address, id or URL it cannot write."""
     if envelope.date.utcoffset() is None:
@@ -55,10 +61,10 @@ def build_message(envelope: Envelope, email: RenderedEmail) -> bytes:
         address_header("To", envelope.to_name, envelope.to_addr),
     ]
     if envelope.reply_to:
-        headers.append(f"Reply-To: {addr_spec(envelope.reply_to)}")
+        headers.append(address_header("Reply-To", "", envelope.reply_to))
     headers += [
         unstructured("Subject", email.subject),
-        f"Date: {format_datetime(envelope.date)}",
+        f"Date: {_date(envelope.date)}",
         f"Message-ID: <{check_msg_id(envelope.message_id)}>",
     ]
     if envelope.in_reply_to:
@@ -67,7 +73,8 @@ def build_message(envelope: Envelope, email: RenderedEmail) -> bytes:
         refs = [check_msg_id(ref) for ref in envelope.references]
         headers.append(angle_list("References", refs))
     unsubscribe = [check_uri(envelope.unsubscribe_https), check_uri(envelope.unsubscribe_mailto)]
-    if not unsubscribe[0].startswith("https:") or not unsubscribe[1].startswith("mailto:"):
+    # http: is accepted for a local `nurture serve`; the config refuses it for any other host.
+    if not unsubscribe[0].startswith(("https:", "http:")) or not unsubscribe[1].startswith("mailto:"):
         raise ValueError("List-Unsubscribe needs an https: and a mailto: URI")
     headers += [
         angle_list("List-Unsubscribe", unsubscribe, ","),

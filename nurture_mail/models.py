@@ -98,10 +98,19 @@ class Enrollment(Base):
     last_step_id: Mapped[str | None] = mapped_column(String(100))
     paused_until: Mapped[datetime | None] = mapped_column(DateTime)
     exited_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # True while the enrollment has no pending ledger row and its next step must be scheduled:
+    # set on enrolment and whenever a send becomes final, so a tick never scans them all.
+    needs_next: Mapped[bool] = mapped_column(Boolean, default=True)
 
     __table_args__ = (
         UniqueConstraint("candidate_id", "campaign_id", name="uq_enrollment"),
         Index("ix_enrollments_campaign_state", "campaign_id", "state"),
+        Index(
+            "ix_enrollments_needs_next",
+            "campaign_id",
+            postgresql_where=text("needs_next"),
+            sqlite_where=text("needs_next"),
+        ),
     )
 
 

@@ -9,9 +9,11 @@ operator means, for a candidate value ``v`` and an operand ``o``:
 * Text comparisons ignore the case of ASCII letters (``"DE"`` equals ``"de"``); other letters
   compare exactly, because SQLite's ``lower()`` folds ASCII only and both databases must agree.
 * ``eq`` / ``in``: ``v`` equals ``o`` (or one of the list). Values of different kinds meet
-  through their spelling: the text ``"42"`` equals the number ``42``, the text ``"TRUE"``
-  equals the boolean ``true`` (CSV imports may or may not have converted them). A number
-  matches a number numerically; ``true`` never equals ``1``. A list value never equals.
+  through their spelling: the text ``"42"`` equals the number ``42``, the texts ``"TRUE"``
+  and ``"yes"`` equal the boolean ``true`` (``"false"``/``"no"``: ``false``), because the
+  CSV importer converts such cells and JSON imports may not. A number matches a number
+  numerically (a stored text matches a number only when spelled the same: ``"5.0"`` is not
+  ``5``); ``true`` never equals ``1``. A list value never equals anything (use ``contains``).
 * ``contains``: ``o`` is a substring of the text ``v``, or, when ``v`` is a list (a custom
   attribute), one of its text items equals ``o``.
 * ``exists: true``: ``v`` is present, not null, not empty text and not an empty list.
@@ -114,6 +116,8 @@ _OPERATOR_ALIASES = {
 _ASCII_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _FOLD = str.maketrans(_ASCII_UPPER, _ASCII_UPPER.lower())
 _NUMBER_TEXT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?", re.ASCII)
+# The importer turns these CSV cells into booleans, so they must keep matching their text.
+_BOOL_TEXTS = {True: ("true", "yes"), False: ("false", "no")}
 _DATE_PREFIX = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 
 
@@ -154,7 +158,7 @@ def fold(text: str) -> str:
 
 def suggest(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` or an empty string."""
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
@@ -168,7 +172,7 @@ def equality_forms(operands: Iterable[object]) -> EqualityForms:
     bools: list[bool] = []
     for o in operands:
         if isinstance(o, bool):
-            texts.add("true" if o else "false")
+            texts.update(_BOOL_TEXTS[o])
             bools.append(o)
         elif isinstance(o, int | float):
             texts.add(number_text(o))
@@ -178,8 +182,8 @@ def equality_forms(operands: Iterable[object]) -> EqualityForms:
             texts.add(fold(text))
             if _NUMBER_TEXT.fullmatch(text):
                 numbers.append(float(text) if "." in text else int(text))
-            if fold(text) in ("true", "false"):
-                bools.append(fold(text) == "true")
+            if fold(text) in _BOOL_TEXTS[True] + _BOOL_TEXTS[False]:
+                bools.append(fold(text) in _BOOL_TEXTS[True])
     return EqualityForms(frozenset(texts), tuple(dict.fromkeys(numbers)), tuple(set(bools)))
 
 
@@ -202,7 +206,9 @@ def iso_prefix(text: str) -> str | None:
 def check_field(field: str) -> None:
     """Raise ValueError unless ``field`` names a built-in field or a valid attribute name."""
     if field == "tags":
-        raise ValueError("'tags' is not a field here: select tags with audience 'tags: {any: [...]}'")
+        raise ValueError(
+            "'tags' is not a field here: select tags with audience 'tags: {any: [...]}'"
+        )
     if field not in BUILTIN_FIELDS and not ATTRIBUTE_NAME.fullmatch(field):
         raise ValueError(
             f"bad field name {field!r}: use letters, digits and '_', "
@@ -408,4 +414,3 @@ def evaluate_audience(audience: Audience, candidate: Mapping, now: datetime) -> 
     if tags & {fold(t) for t in audience.tags_none}:
         return False
     return evaluate(audience.where, candidate, now)
-

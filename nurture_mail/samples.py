@@ -105,7 +105,7 @@ def _examples(condition: Condition, now: datetime) -> list[object]:
         if op == "before":
             instant = moment - timedelta(days=1)
         elif moment < now:
-            instant = moment + (now - moment) / 2  # after the moment, not in the future
+            instant = moment + min(timedelta(days=1), (now - moment) / 2)  # not in the future
         else:
             instant = moment + timedelta(days=1)
         if name in DATETIME_FIELDS:

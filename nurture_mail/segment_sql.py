@@ -173,8 +173,16 @@ class StartsWithDate(_Template):
         super().__init__(expr)
 
 
-for _cls in (AttributeText, AttributeNumber, AttributeBoolean, AttributePresent, AttributeListHas,
-             Fold, Binary, StartsWithDate):
+for _cls in (
+    AttributeText,
+    AttributeNumber,
+    AttributeBoolean,
+    AttributePresent,
+    AttributeListHas,
+    Fold,
+    Binary,
+    StartsWithDate,
+):
     compiles(_cls)(_unsupported)
     compiles(_cls, "sqlite")(_sqlite)
     compiles(_cls, "postgresql")(_postgresql)

@@ -146,7 +146,9 @@ def _positive(
             raise ValueError(f"{field!r} supports only before, after and exists")
         compare = _COMPARE[op]
         if isinstance(operand, int | float) and not isinstance(operand, bool):
-            return compare(access.number, _number(operand)) if access.number is not None else false()
+            return (
+                compare(access.number, _number(operand)) if access.number is not None else false()
+            )
         if not isinstance(operand, str) or access.text is None:
             return false()
         return compare(Binary(access.text), literal(operand, String))
@@ -158,7 +160,9 @@ def _positive(
         if access.text is None:
             return false()
         prefix = Binary(_iso_prefix(access.text))
-        return and_(StartsWithDate(access.text), compare(prefix, literal(moment_text(moment), String)))
+        return and_(
+            StartsWithDate(access.text), compare(prefix, literal(moment_text(moment), String))
+        )
     raise ValueError(f"unknown operator {op!r}")
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
+from ..engine import Engine
 from ..errors import NotAvailable
+from ..transport import make_transport
+from ..workspace import load_workspace
 from . import cli
 from .context import AppContext
 
@@ -14,7 +17,11 @@ from .context import AppContext
 @click.pass_obj
 def tick(app: AppContext, dry_run):
     """One pass: sync replies, enrol, send what is due; then exit."""
-    raise NotAvailable("`nurture tick` is not available yet")
+    if dry_run:
+        raise NotAvailable("`nurture tick --dry-run` is not available yet; use `nurture plan`")
+    engine = build_engine(app)
+    report = engine.tick(app.clock())
+    click.echo(report.summary())
 
 
 @cli.command()
@@ -31,3 +38,9 @@ def run(app: AppContext):
 def serve(app: AppContext, host, port):
     """One-click unsubscribe endpoint and report dashboard."""
     raise NotAvailable("`nurture serve` is not available yet")
+
+
+def build_engine(app: AppContext) -> Engine:
+    settings = app.settings
+    workspace = load_workspace(settings, app.db)
+    return Engine(settings, app.db, workspace, make_transport(settings), clock=app.clock)

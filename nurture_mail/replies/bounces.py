@@ -18,7 +18,7 @@ MAX_RECIPIENT_SCAN = 16 * 1024  # the notice proper is short; the copied origina
 
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+")
 _ENHANCED = re.compile(r"(?<![\w.])([245])\.(\d{1,3})\.(\d{1,3})(?!\w|\.\d)")
-_SMTP_CODE = re.compile(r"(?<![\w.#-])([45])[0-5]\d(?=[ -]|$)", re.MULTILINE)
+_SMTP_CODE = re.compile(r"(?<![\w.#-])([45])[0-5]\d(?=[ -]|$)", re.MULTILINE)  # "550 ", "550-"
 _BLOCK_SPLIT = re.compile(r"\r?\n[ \t]*\r?\n")
 _SPACES = re.compile(r"\s+")
 
@@ -84,7 +84,12 @@ _VENDOR_TEXT = (
         r"message delivery has been delayed|has not yet been delivered",
     ),
 )
-_VENDORS = [(name, re.compile(pattern, re.I)) for name, pattern in _VENDOR_TEXT]
+# one pass over the (lower-cased) notice for the named vendors, one for generic wording
+_VENDORS = re.compile(
+    "|".join(f"(?P<v{i}>{pattern})" for i, (_, pattern) in enumerate(_VENDOR_TEXT[:-1]))
+)
+_VENDOR_NAMES = {f"v{i}": name for i, (name, _) in enumerate(_VENDOR_TEXT)}
+_GENERIC = re.compile(_VENDOR_TEXT[-1][1])
 
 _DELAY = re.compile(
     r"\bdelayed\b|will (?:be )?retr(?:y|ied)|warning message only|has not yet been delivered|"
@@ -94,6 +99,7 @@ _DELAY = re.compile(
 _QUOTA = re.compile(
     r"quota|mailbox (?:is )?full|full mailbox|mailbox.{0,20}\bfull\b|storage space|"
     r"insufficient (?:system )?storage|out of storage|disk ?space|exceeded storage|"
+    r"(?:not|n't) (?:have )?enough (?:disk |storage )?space|over (?:the )?(?:storage|size) limit|"
     r"(?<![\w.])[45]\.2\.2(?!\d)",
     re.I,
 )
@@ -103,7 +109,8 @@ _PERMANENT = re.compile(
     r"address|mailbox)|mailbox unavailable|unrouteable|no mailbox|not listed",
     re.I,
 )
-_TEMPORARY = re.compile(r"temporar(?:y|ily)|temp_failure|try again later|transient|deferred", re.I)
+_TEMPORARY = re.compile(r"temporar(?:y|ily)|temp_failure|try again later|transient|deferred")
+# _DELAY, _QUOTA, _PERMANENT, _TEMPORARY and _VENDORS are applied to lower-cased text
 # status codes that are about the message or a full box, not about a dead address
 _SOFT_PERMANENT = frozenset(("5.2.2", "5.2.3", "5.3.4", "5.4.7"))
 
@@ -216,7 +223,7 @@ def _read_dsn(msg: Part, parts: list[Part], report: list[Part]) -> Bounce | None
     severity = _severity(
         delayed=action.startswith("delayed"),
         status=status,
-        text=" ".join(filter(None, (diagnostic, notice[:MAX_RECIPIENT_SCAN]))),
+        text=" ".join(filter(None, (diagnostic, _notice_region(notice)))).lower(),
     )
     return Bounce(
         failed=True,
@@ -224,7 +231,7 @@ def _read_dsn(msg: Part, parts: list[Part], report: list[Part]) -> Bounce | None
         recipient=recipients[0] if recipients else None,
         recipients=tuple(recipients),
         status=status,
-        diagnostic=diagnostic or _text_diagnostic(_notice_region(notice)),
+        diagnostic=diagnostic or _text_diagnostic(_notice_region(notice), None),
         original_message_ids=_original_ids(parts, notice),
         reason="RFC 3464 delivery report" + (" (delayed)" if action.startswith("delayed") else ""),
     )
@@ -236,7 +243,11 @@ def _read_notice(msg: Part, parts: list[Part]) -> Bounce | None:
         return None
     notice = _notice_text(parts)
     region = _notice_region(notice)
-    vendor = next((name for name, pattern in _VENDORS if pattern.search(region)), None)
+    lowered = region.lower()
+    found = _VENDORS.search(lowered)
+    vendor = _VENDOR_NAMES[found.lastgroup] if found and found.lastgroup else None
+    if vendor is None and _GENERIC.search(lowered):
+        vendor = "generic"
     # a bounce-like subject alone is weak: people forward and answer such messages
     from_server = any(s != "bounce subject" for s in signals)
     if not (
@@ -249,12 +260,12 @@ def _read_notice(msg: Part, parts: list[Part]) -> Bounce | None:
     if not recipients:
         recipients = _header_recipients(msg) or _text_recipients(msg, notice)
     status = _status(region)
-    diagnostic = _text_diagnostic(region)
+    diagnostic = _text_diagnostic(region, recipients[0] if recipients else None)
     subject = decode_header_value(msg.header("subject"))
     severity = _severity(
-        delayed=bool(_DELAY.search(region) or _DELAY.search(subject)),
+        delayed=bool(_DELAY.search(lowered) or _DELAY.search(subject.lower())),
         status=status,
-        text=region,
+        text=lowered,
     )
     what = f"{vendor} bounce" if vendor and vendor != "generic" else "bounce notice"
     return Bounce(
@@ -276,9 +287,13 @@ def _severity(*, delayed: bool, status: str | None, text: str) -> str:
         return "soft"
     if _QUOTA.search(text):
         return "soft"
-    if status and status[0] == "5":
-        return "soft" if status in _SOFT_PERMANENT else "hard"
     code = _SMTP_CODE.search(text)
+    if status and status[0] == "5" and not status.endswith(".0.0"):
+        return "soft" if status in _SOFT_PERMANENT else "hard"
+    if code and code[0] == "552":
+        return "soft"  # 552: exceeded storage allocation
+    if status and status[0] == "5":
+        return "hard"
     if _PERMANENT.search(text) or (code and code[1] == "5"):
         return "hard"
     if _TEMPORARY.search(text) or (code and code[1] == "4"):
@@ -316,7 +331,7 @@ def _clean_diagnostic(value: str) -> str | None:
 
 
 def _one_line(value: str, limit: int = 200) -> str | None:
-    value = _SPACES.sub(" ", value).strip()
+    value = _SPACES.sub(" ", value).strip().lstrip("-–* ")
     if not value:
         return None
     return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
@@ -382,7 +397,7 @@ def _text_recipients(msg: Part, notice: str) -> list[str]:
     return []
 
 
-def _text_diagnostic(region: str) -> str | None:
+def _text_diagnostic(region: str, recipient: str | None) -> str | None:
     m = _REASON_INTRO.search(region)
     if m:
         for line in region[m.end() : m.end() + 600].splitlines():
@@ -391,6 +406,14 @@ def _text_diagnostic(region: str) -> str | None:
     for line in region.splitlines():
         if _ENHANCED.search(line) or _SMTP_CODE.search(line):
             return _one_line(line)
+    if recipient:
+        # Exim, qmail: "<addr>:" then the reason on the same or the next line
+        at = region.lower().find(recipient)
+        if at >= 0:
+            rest = region[at + len(recipient) :].lstrip(">\"' \t:")
+            for line in rest[:600].splitlines():
+                if line.strip(" \t:"):
+                    return _one_line(line)
     return None
 
 
@@ -398,8 +421,7 @@ def _original_ids(parts: list[Part], notice: str) -> tuple[str, ...]:
     found: list[str] = []
     for part in parts:
         if part.ctype in ("message/rfc822", "text/rfc822-headers", "message/global", "message/global-headers"):
-            for value in part.message_headers().get("message-id", []):
-                found.extend(i.strip("<>") for i in re.findall(r"<?[^\s<>]+@[^\s<>]+>?", value))
+            found.extend(part.embedded_message_ids())
     for m in _QUOTED_MESSAGE_ID.finditer(notice):
         found.append(m[1])
     return tuple(_unique(found))

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import decode_header
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 
 MAX_HEAD_BYTES = 256 * 1024  # a header section larger than this is spam or an attack
 MAX_TEXT_CHARS = 64 * 1024  # decoded text scanned per part
@@ -25,14 +25,19 @@ MAX_PARTS = 64  # leaves we look at in one message
 Headers = dict[str, list[str]]
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
-_FIELD_SPLIT = re.compile(r"\r?\n(?![ \t])")
-_FIELD_NAME = re.compile(r"[!-9;-~]+\Z")  # printable ASCII without ":" or space
+# a field: a name of printable ASCII without ":" or space, then its continuation lines;
+# anything else (an mbox "From " line, garbage) is skipped
+_FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.M)
 _PARAM = re.compile(
     r";\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\*?\s*=\s*(?:\"((?:[^\"\\]|\\.)*)\"?|([^;\s]*))"
 )
 _MSGID = re.compile(r"<([^<>\s]{1,998})>")
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
 _SPACES = re.compile(r"\s+")
+_QUOTED_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_COMMENT = re.compile(r"\([^()]*\)")
+_ADDRESS = re.compile(r"<\s*([^<>\s]+@[^<>\s]+?)\s*>|([^\s<>(),;:\"\[\]]+@[^\s<>(),;:\"\[\]]+)")
+_MESSAGE_ID_FIELD = re.compile(r"^message-id[ \t]*:[ \t]*(.*)$", re.I | re.M)
 
 # Labels seen in the wild that Python does not know, or knows under another name.
 _CHARSET_ALIASES = {
@@ -99,15 +104,10 @@ def parse_headers(head: bytes) -> Headers:
 def parse_header_text(text: str) -> Headers:
     """Header fields already decoded to text (also used for delivery-status blocks)."""
     headers: Headers = {}
-    for item in _FIELD_SPLIT.split(text):
-        name, sep, value = item.partition(":")
-        if not sep:
-            continue
-        name = name.rstrip()
-        if not _FIELD_NAME.match(name):
-            continue  # an mbox "From " line, or garbage
-        value = value.replace("\r", "").replace("\n", "").strip()
-        headers.setdefault(name.lower(), []).append(value)
+    for name, value in _FIELD.findall(text):
+        if "\n" in value:
+            value = value.replace("\r", "").replace("\n", "")  # unfold
+        headers.setdefault(name.lower(), []).append(value.strip())
     return headers
 
 
@@ -194,12 +194,24 @@ class Part:
 
     def text(self, limit: int = MAX_TEXT_CHARS) -> str:
         """The decoded text of this part (for text/* parts), at most `limit` characters."""
-        return decode_text(self.payload(limit * 2), self.params.get("charset"))[:limit]
+        text = decode_text(self.payload(limit * 2), self.params.get("charset"))[:limit]
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return text
 
     def message_headers(self) -> Headers:
         """For message/rfc822 and text/rfc822-headers parts: the embedded header section."""
         head, _ = split_message(self.payload(MAX_HEAD_BYTES))
         return parse_headers(head)
+
+    def embedded_message_ids(self) -> list[str]:
+        """Message-IDs in the header section of an embedded message (cheaper than parsing it)."""
+        head, _ = split_message(self.payload(MAX_HEAD_BYTES))
+        text = head.decode("latin-1")
+        ids: list[str] = []
+        for m in _MESSAGE_ID_FIELD.finditer(text):
+            ids.extend(message_ids(m[1].strip()))
+        return ids
 
 
 def parse_message(raw: bytes) -> Part:
@@ -299,14 +311,22 @@ def decode_header_value(value: str | None) -> str:
 
 
 def addresses(value: str | None) -> list[str]:
-    """Every addr-spec with an "@" in an address-list header, lower-cased."""
-    if not value:
+    """Every addr-spec in an address-list header, lower-cased, in order.
+
+    A regex rather than email.utils.getaddresses: that parser costs ~50 µs a header and
+    classification only needs the addresses, not the display names.
+    """
+    if not value or "@" not in value:
         return []
-    try:
-        pairs = getaddresses([value])
-    except Exception:
-        return []
-    return [addr.strip().lower() for _, addr in pairs if "@" in addr]
+    value = _QUOTED_STRING.sub(" ", value)
+    if "(" in value:
+        value = _COMMENT.sub(" ", value)
+    found = []
+    for m in _ADDRESS.finditer(value):
+        address = (m[1] or m[2]).strip().rstrip(".").lower()
+        if address.count("@") == 1 and not address.startswith("@"):
+            found.append(address)
+    return found
 
 
 def message_ids(value: str | None) -> list[str]:

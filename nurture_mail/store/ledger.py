@@ -1,16 +1,67 @@
-"""The enrollments and the send ledger: enrol, due, claim, record, cancel."""
+"""The enrollments and the send ledger: enrol, schedule, claim, record, cancel.
+
+Exactly-once rests on three things here:
+* one ledger row per (enrollment, step), enforced by a unique constraint, with its Message-ID
+  generated and stored when the row is created;
+* claiming with a lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so several daemons share the
+  work; SQLite: one daemon, see `daemon_lock`);
+* `data_started` committed before a message's data goes out, so a lease that expires after that
+  point turns the row `unknown` instead of sending it again.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    String,
+    and_,
+    exists,
+    func,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ..models import CLAIMABLE_STATES, Enrollment, Send
+from ..models import (
+    CLAIMABLE_STATES,
+    Campaign,
+    Candidate,
+    CandidateTag,
+    Enrollment,
+    Send,
+    Suppression,
+)
 
 ACTIVE_ENROLLMENT = ("active", "paused")
+PENDING_STATES = ("scheduled", "claimed", "deferred")
+FINAL_STATES = ("sent", "failed", "skipped", "cancelled", "unknown")
+SENT_LIKE = ("sent", "unknown", "claimed")  # count against a daily cap
+
+
+def naive(moment: datetime) -> datetime:
+    """Aware -> naive UTC, as stored."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def _insert(session: Session, table):
+    """INSERT ... ON CONFLICT DO NOTHING for the session's dialect."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def end_enrollments(
@@ -23,10 +74,419 @@ def end_enrollments(
     session.execute(
         update(Enrollment)
         .where(Enrollment.candidate_id.in_(candidate_ids), Enrollment.state.in_(ACTIVE_ENROLLMENT))
-        .values(state="exited", exit_reason=reason, exited_at=stamp)
+        .values(state="exited", exit_reason=reason, exited_at=stamp, needs_next=False)
     )
     session.execute(
         update(Send)
         .where(Send.candidate_id.in_(candidate_ids), Send.state.in_(CLAIMABLE_STATES))
         .values(state="cancelled", reason=reason, updated_at=stamp)
     )
+
+
+def end_enrollment(session: Session, enrollment_id: int, reason: str, stamp: datetime) -> None:
+    """One enrollment only (a reply ends the campaign it answered, per its exit_when)."""
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.id == enrollment_id, Enrollment.state.in_(ACTIVE_ENROLLMENT))
+        .values(state="exited", exit_reason=reason, exited_at=stamp, needs_next=False)
+    )
+    session.execute(
+        update(Send)
+        .where(Send.enrollment_id == enrollment_id, Send.state.in_(CLAIMABLE_STATES))
+        .values(state="cancelled", reason=reason, updated_at=stamp)
+    )
+
+
+# --- campaigns and enrolment ------------------------------------------------------------------
+
+
+def sync_campaign(session: Session, campaign_id: str, name: str, status: str, step_ids: list[str], stamp: datetime) -> None:
+    row = session.get(Campaign, campaign_id)
+    if row is None:
+        stmt = _insert(session, Campaign.__table__).values(
+            id=campaign_id, name=name, status=status, steps=step_ids, updated_at=stamp
+        )
+        session.execute(stmt.on_conflict_do_nothing())
+    elif (row.name, row.status, row.steps) != (name, status, step_ids):
+        row.name, row.status, row.steps, row.updated_at = name, status, step_ids, stamp
+
+
+def enrol(session: Session, campaign_id: str, audience_clause, stamp: datetime) -> int:
+    """Enrol everyone newly matching the audience, in one INSERT ... SELECT inside the database."""
+    already = exists().where(
+        Enrollment.candidate_id == Candidate.id, Enrollment.campaign_id == campaign_id
+    )
+    source = select(
+        Candidate.id,
+        literal(campaign_id, String),
+        literal("active", String),
+        literal(stamp, DateTime),
+        literal(True, Boolean),
+    ).where(audience_clause, ~already)
+    stmt = _insert(session, Enrollment.__table__).from_select(
+        ["candidate_id", "campaign_id", "state", "enrolled_at", "needs_next"], source
+    )
+    result = session.execute(stmt.on_conflict_do_nothing())
+    return max(result.rowcount or 0, 0)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An enrollment whose next step must be placed in the ledger."""
+
+    enrollment_id: int
+    candidate_id: int
+    email: str
+    timezone: str | None
+    anchor: datetime  # aware UTC: enrolment time, or the previous step's send
+    done: frozenset[str]
+
+
+def needing_next(session: Session, campaign_id: str, limit: int) -> list[Pending]:
+    rows = session.execute(
+        select(
+            Enrollment.id,
+            Enrollment.candidate_id,
+            Candidate.email,
+            Candidate.timezone,
+            func.coalesce(Enrollment.last_sent_at, Enrollment.enrolled_at),
+        )
+        .join(Candidate, Candidate.id == Enrollment.candidate_id)
+        .where(
+            Enrollment.campaign_id == campaign_id,
+            Enrollment.needs_next.is_(True),
+            Enrollment.state == "active",
+        )
+        .order_by(Enrollment.id)
+        .limit(limit)
+    ).all()
+    if not rows:
+        return []
+    done: dict[int, set[str]] = {r[0]: set() for r in rows}
+    for eid, step_id in session.execute(
+        select(Send.enrollment_id, Send.step_id).where(Send.enrollment_id.in_(list(done)))
+    ):
+        done[eid].add(step_id)
+    return [
+        Pending(r[0], r[1], r[2], r[3], aware(r[4]), frozenset(done[r[0]])) for r in rows
+    ]
+
+
+def add_sends(session: Session, rows: list[dict], completed: Iterable[int], stamp: datetime) -> None:
+    """Insert next-step rows (ignoring any another daemon already made) and close enrollments
+    that have no step left."""
+    if rows:
+        session.execute(_insert(session, Send.__table__).on_conflict_do_nothing(), rows)
+        ids = [r["enrollment_id"] for r in rows]
+        session.execute(
+            update(Enrollment).where(Enrollment.id.in_(ids)).values(needs_next=False)
+        )
+    done = list(completed)
+    if done:
+        session.execute(
+            update(Enrollment)
+            .where(Enrollment.id.in_(done), Enrollment.state == "active")
+            .values(state="completed", needs_next=False, exit_reason="completed", exited_at=stamp)
+        )
+
+
+def new_send_row(
+    *,
+    enrollment_id: int,
+    campaign_id: str,
+    candidate_id: int,
+    step_id: str,
+    step_number: int,
+    variant: str | None,
+    due_at: datetime,
+    message_id: str,
+    stamp: datetime,
+) -> dict:
+    return {
+        "enrollment_id": enrollment_id,
+        "campaign_id": campaign_id,
+        "candidate_id": candidate_id,
+        "step_id": step_id,
+        "step_number": step_number,
+        "variant": variant,
+        "state": "scheduled",
+        "due_at": naive(due_at),
+        "message_id": message_id,
+        "data_started": False,
+        "attempts": 0,
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
+
+
+# --- claiming ---------------------------------------------------------------------------------
+
+
+def reap_expired(session: Session, stamp: datetime) -> tuple[int, int]:
+    """Leases that ran out (a crashed or killed sender): rows whose data never started go back
+    to the queue; rows whose data may have reached the server become `unknown`, never resent."""
+    expired = and_(Send.state == "claimed", Send.lease_until < stamp)
+    unknown_ids = list(
+        session.execute(select(Send.enrollment_id).where(expired, Send.data_started.is_(True))).scalars()
+    )
+    unknown = session.execute(
+        update(Send)
+        .where(expired, Send.data_started.is_(True))
+        .values(
+            state="unknown",
+            reason="the sender stopped after the message data started; not retried",
+            claimed_by=None,
+            lease_until=None,
+            updated_at=stamp,
+        )
+    ).rowcount
+    if unknown_ids:
+        session.execute(
+            update(Enrollment)
+            .where(Enrollment.id.in_(unknown_ids), Enrollment.state == "active")
+            .values(needs_next=True, last_sent_at=stamp)
+        )
+    requeued = session.execute(
+        update(Send)
+        .where(expired)
+        .values(state="scheduled", claimed_by=None, lease_until=None, updated_at=stamp)
+    ).rowcount
+    return requeued or 0, unknown or 0
+
+
+def claim(
+    session: Session,
+    *,
+    due_by: datetime,
+    lease_until: datetime,
+    owner: str,
+    limit: int,
+    campaign_ids: Sequence[str],
+) -> list[int]:
+    """Take up to `limit` rows of these campaigns due by `due_by`, leased to `owner`."""
+    if not campaign_ids or limit <= 0:
+        return []
+    pick = (
+        select(Send.id)
+        .where(
+            Send.state.in_(CLAIMABLE_STATES),
+            Send.due_at <= naive(due_by),
+            Send.campaign_id.in_(list(campaign_ids)),
+        )
+        .order_by(Send.due_at, Send.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (
+        update(Send)
+        .where(Send.id.in_(pick.scalar_subquery()))
+        .values(
+            state="claimed",
+            claimed_by=owner,
+            lease_until=naive(lease_until),
+            updated_at=naive(due_by),
+        )
+        .returning(Send.id)
+    )
+    return sorted(session.execute(stmt).scalars())
+
+
+def release(session: Session, send_id: int, owner: str, stamp: datetime) -> None:
+    """Hand a claimed row back untouched (the sender is stopping before its data started)."""
+    session.execute(
+        update(Send)
+        .where(
+            Send.id == send_id,
+            Send.state == "claimed",
+            Send.claimed_by == owner,
+            Send.data_started.is_(False),
+        )
+        .values(state="scheduled", claimed_by=None, lease_until=None, updated_at=stamp)
+    )
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed row with everything needed to decide, render and send it."""
+
+    send_id: int
+    enrollment_id: int
+    campaign_id: str
+    step_id: str
+    variant: str | None
+    message_id: str
+    attempts: int
+    due_at: datetime
+    enrollment_state: str
+    suppressed: bool
+    candidate: dict
+
+
+def claimed_details(session: Session, ids: Sequence[int]) -> list[Claimed]:
+    if not ids:
+        return []
+    suppressed = exists().where(Suppression.email == Candidate.email)
+    rows = session.execute(
+        select(Send, Enrollment.state, Candidate, suppressed.label("suppressed"))
+        .join(Enrollment, Enrollment.id == Send.enrollment_id)
+        .join(Candidate, Candidate.id == Send.candidate_id)
+        .where(Send.id.in_(list(ids)))
+        .order_by(Send.id)
+    ).all()
+    tags: dict[int, list[str]] = {}
+    for cid, tag in session.execute(
+        select(CandidateTag.candidate_id, CandidateTag.tag).where(
+            CandidateTag.candidate_id.in_({r[2].id for r in rows})
+        )
+    ):
+        tags.setdefault(cid, []).append(tag)
+    out = []
+    for send, enrollment_state, c, is_suppressed in rows:
+        out.append(
+            Claimed(
+                send_id=send.id,
+                enrollment_id=send.enrollment_id,
+                campaign_id=send.campaign_id,
+                step_id=send.step_id,
+                variant=send.variant,
+                message_id=send.message_id,
+                attempts=send.attempts,
+                due_at=aware(send.due_at),
+                enrollment_state=enrollment_state,
+                suppressed=bool(is_suppressed),
+                candidate=candidate_fields(c, sorted(tags.get(c.id, []))),
+            )
+        )
+    return out
+
+
+def candidate_fields(c: Candidate, tags: list[str]) -> dict:
+    """The plain mapping rules and templates see."""
+    return {
+        "id": c.id,
+        "email": c.email,
+        "first_name": c.first_name,
+        "last_name": c.last_name,
+        "full_name": c.full_name,
+        "status": c.status,
+        "timezone": c.timezone,
+        "owner": c.owner,
+        "role": c.role,
+        "stage_reached": c.stage_reached,
+        "decided_at": aware(c.decided_at),
+        "source": c.source,
+        "created_at": aware(c.created_at),
+        "token_key": c.token_key,
+        "attributes": dict(c.attributes or {}),
+        "tags": tags,
+    }
+
+
+def mark_data_started(
+    session: Session,
+    owner: str,
+    prepared: dict[int, tuple[str, str, bytes]],
+    stamp: datetime,
+    lease_until: datetime,
+) -> list[int]:
+    """The commit point before data goes out: from here on an expired lease means `unknown`.
+
+    Fenced by the claim: a row another sender took over (our lease ran out) is not marked, and
+    so not sent. Stores what is about to be sent: recipient, subject, compressed message.
+    Returns the ids that may be sent.
+    """
+    marked = []
+    for send_id, (to_addr, subject, body) in prepared.items():
+        result = session.execute(
+            update(Send)
+            .where(Send.id == send_id, Send.state == "claimed", Send.claimed_by == owner)
+            .values(
+                data_started=True,
+                to_addr=to_addr,
+                subject=subject,
+                body=zlib.compress(body, 6),
+                attempts=Send.attempts + 1,
+                lease_until=naive(lease_until),
+                updated_at=stamp,
+            )
+        )
+        if result.rowcount == 1:
+            marked.append(send_id)
+    return marked
+
+
+def renew(session: Session, owner: str, ids: Sequence[int], lease_until: datetime) -> None:
+    if ids:
+        session.execute(
+            update(Send)
+            .where(Send.id.in_(list(ids)), Send.state == "claimed", Send.claimed_by == owner)
+            .values(lease_until=naive(lease_until))
+        )
+
+
+def finish(session: Session, send_id: int, enrollment_id: int, state: str, stamp: datetime, *, response: str | None = None, reason: str | None = None, sent: bool = False) -> None:
+    """A final state (sent, failed, unknown, skipped): the enrollment moves to its next step."""
+    values: dict = {
+        "state": state,
+        "claimed_by": None,
+        "lease_until": None,
+        "updated_at": stamp,
+        "smtp_response": response,
+        "reason": reason,
+    }
+    if sent:
+        values["sent_at"] = stamp
+    session.execute(update(Send).where(Send.id == send_id).values(**values))
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.id == enrollment_id, Enrollment.state == "active")
+        .values(needs_next=True, last_sent_at=stamp, last_step_id=select(Send.step_id).where(Send.id == send_id).scalar_subquery())
+    )
+
+
+def defer(session: Session, send_id: int, due: datetime, stamp: datetime, *, reason: str | None, count_attempt: bool) -> None:
+    """Back to the queue at `due` (temporary failure, closed window, daily cap)."""
+    values: dict = {
+        "state": "deferred" if count_attempt else "scheduled",
+        "due_at": naive(due),
+        "claimed_by": None,
+        "lease_until": None,
+        "data_started": False,
+        "updated_at": stamp,
+    }
+    if reason is not None:
+        values["reason"] = reason
+    session.execute(update(Send).where(Send.id == send_id).values(**values))
+
+
+def cancel(session: Session, send_id: int, reason: str, stamp: datetime) -> None:
+    session.execute(
+        update(Send)
+        .where(Send.id == send_id)
+        .values(state="cancelled", reason=reason, claimed_by=None, lease_until=None, updated_at=stamp)
+    )
+
+
+def sent_between(session: Session, campaign_id: str, start: datetime, end: datetime) -> int:
+    """Sends of a campaign handed to the server in [start, end): what a daily cap counts."""
+    return session.execute(
+        select(func.count())
+        .select_from(Send)
+        .where(
+            Send.campaign_id == campaign_id,
+            Send.state.in_(("sent", "unknown")),
+            Send.sent_at >= naive(start),
+            Send.sent_at < naive(end),
+        )
+    ).scalar_one()
+
+
+def next_due(session: Session, campaign_ids: Sequence[str]) -> datetime | None:
+    """The earliest time anything in the queue falls due (for the demo's time travel)."""
+    value = session.execute(
+        select(func.min(Send.due_at)).where(
+            Send.state.in_(CLAIMABLE_STATES), Send.campaign_id.in_(list(campaign_ids))
+        )
+    ).scalar()
+    return aware(value)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 23:30:22.230519
+Create Date: 2026-11-21 23:38:24.398067
 """
 
 import sqlalchemy as sa
@@ -89,12 +89,14 @@ def upgrade() -> None:
     sa.Column('last_step_id', sa.String(length=100), nullable=True),
     sa.Column('paused_until', sa.DateTime(), nullable=True),
     sa.Column('exited_at', sa.DateTime(), nullable=True),
+    sa.Column('needs_next', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['candidate_id'], ['candidates.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('candidate_id', 'campaign_id', name='uq_enrollment')
     )
     with op.batch_alter_table('enrollments', schema=None) as batch_op:
         batch_op.create_index('ix_enrollments_campaign_state', ['campaign_id', 'state'], unique=False)
+        batch_op.create_index('ix_enrollments_needs_next', ['campaign_id'], unique=False, postgresql_where=sa.text('needs_next'), sqlite_where=sa.text('needs_next'))
 
     op.create_table('events',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -196,6 +198,7 @@ def downgrade() -> None:
 
     op.drop_table('events')
     with op.batch_alter_table('enrollments', schema=None) as batch_op:
+        batch_op.drop_index('ix_enrollments_needs_next', postgresql_where=sa.text('needs_next'), sqlite_where=sa.text('needs_next'))
         batch_op.drop_index('ix_enrollments_campaign_state')
 
     op.drop_table('enrollments')

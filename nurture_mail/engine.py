@@ -1,0 +1,365 @@
+"""One beat of the daemon: `tick(now)`.
+
+store -> sequencing/schedule -> templates -> messages -> transport -> store. The engine never
+talks SQL or SMTP itself beyond the store functions and the Transport protocol; the clock is
+passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+
+from .campaigns import Campaign
+from .config import Settings
+from .database import Database
+from .errors import TemplateError
+from .messages import Envelope, build_message, make_message_id
+from .rules import evaluate
+from .schedule import DailyCounter, cap_zone_for, day_key, zone_for
+from .segments import audience_clause
+from .sequencing import candidate_context, next_step, schedule_step, subject_and_template
+from .store import ledger, pool
+from .templates import TemplateSet
+from .transport import Delivery, Outcome, Transport, TransportRefused
+from .unsubscribe import make_token, unsubscribe_links
+from .workspace import Workspace
+
+SCHEDULE_BATCH = 2000
+BACKOFF_BASE = timedelta(minutes=5)
+BACKOFF_CAP = timedelta(hours=6)
+
+
+@dataclass
+class TickReport:
+    """What one tick did."""
+
+    enrolled: int = 0
+    scheduled: int = 0
+    completed: int = 0
+    sent: int = 0
+    deferred: int = 0
+    rescheduled: int = 0
+    failed: int = 0
+    skipped: int = 0
+    cancelled: int = 0
+    unknown: int = 0
+    requeued: int = 0
+    details: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.enrolled} enrolled",
+            f"{self.sent} sent",
+            f"{self.deferred} deferred",
+            f"{self.failed} failed",
+            f"{self.skipped} skipped",
+            f"{self.cancelled} cancelled",
+        ]
+        if self.rescheduled:
+            parts.append(f"{self.rescheduled} moved to the next send window")
+        if self.unknown:
+            parts.append(f"{self.unknown} unknown")
+        if self.requeued:
+            parts.append(f"{self.requeued} requeued after a stopped sender")
+        return ", ".join(parts)
+
+
+def backoff(attempts: int) -> timedelta:
+    """5 min, 10, 20, 40 ... capped at 6 h."""
+    return min(BACKOFF_BASE * (2 ** max(attempts - 1, 0)), BACKOFF_CAP)
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Engine:
+    """Enrols, schedules and sends for one workspace."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        workspace: Workspace,
+        transport: Transport,
+        *,
+        clock: Callable[[], datetime],
+        owner: str | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ):
+        self.settings = settings
+        self.db = db
+        self.workspace = workspace
+        self.transport = transport
+        self.clock = clock
+        self.owner = owner or new_owner()
+        self.should_stop = should_stop
+        self.lease = timedelta(seconds=settings.lease_seconds)
+        self.secret = workspace.unsubscribe_secret
+
+    @property
+    def campaigns(self) -> list[Campaign]:
+        return self.workspace.campaigns
+
+    @property
+    def templates(self) -> TemplateSet:
+        return self.workspace.templates
+
+    # -- the beat ------------------------------------------------------------------------
+    def tick(self, now: datetime | None = None) -> TickReport:
+        now = now or self.clock()
+        report = TickReport()
+        stamp = ledger.naive(now)
+        with self.db.sessions.begin() as session:
+            for c in self.campaigns:
+                ledger.sync_campaign(session, c.id, c.name, c.status, [s.id for s in c.steps], stamp)
+            report.requeued, unknown = ledger.reap_expired(session, stamp)
+            report.unknown += unknown
+        for campaign in self.campaigns:
+            if campaign.status != "active":
+                continue
+            with self.db.sessions.begin() as session:
+                report.enrolled += ledger.enrol(
+                    session, campaign.id, audience_clause(campaign.audience, now), stamp
+                )
+            self._schedule(campaign, now, report)
+        asyncio.run(self._send_due(now, report))
+        return report
+
+    def _schedule(self, campaign: Campaign, now: datetime, report: TickReport) -> None:
+        """Place the next step of every enrollment that needs one."""
+        stamp = ledger.naive(now)
+        domain = self._sender(campaign)[1].rsplit("@", 1)[-1]
+        while True:
+            with self.db.sessions.begin() as session:
+                pending = ledger.needing_next(session, campaign.id, SCHEDULE_BATCH)
+                if not pending:
+                    return
+                rows, completed = [], []
+                for p in pending:
+                    step = next_step(campaign, p.done)
+                    if step is None:
+                        completed.append(p.enrollment_id)
+                        continue
+                    due = schedule_step(
+                        campaign,
+                        step,
+                        anchor=p.anchor,
+                        candidate_key=p.email,
+                        candidate_timezone=p.timezone,
+                        default_timezone=self.settings.default_timezone,
+                    )
+                    rows.append(
+                        ledger.new_send_row(
+                            enrollment_id=p.enrollment_id,
+                            campaign_id=campaign.id,
+                            candidate_id=p.candidate_id,
+                            step_id=step.id,
+                            step_number=step.number,
+                            variant=due.variant,
+                            due_at=due.due_at,
+                            message_id=make_message_id(domain),
+                            stamp=stamp,
+                        )
+                    )
+                ledger.add_sends(session, rows, completed, stamp)
+                report.scheduled += len(rows)
+                report.completed += len(completed)
+
+    def _sender(self, campaign: Campaign) -> tuple[str, str, str | None]:
+        if campaign.sender is not None:
+            s = campaign.sender
+            return s.name, s.email, s.reply_to
+        st = self.settings
+        return st.sender_name, st.sender_email, st.reply_to
+
+    # -- sending -------------------------------------------------------------------------
+    async def _send_due(self, now: datetime, report: TickReport) -> None:
+        active = {c.id: c for c in self.campaigns if c.status == "active"}
+        counters: dict[str, DailyCounter] = {}
+        chunk = max(1, self.settings.smtp.max_connections)
+        try:
+            while not self.should_stop():
+                with self.db.sessions.begin() as session:
+                    ids = ledger.claim(
+                        session,
+                        due_by=now,
+                        lease_until=self.clock() + self.lease,
+                        owner=self.owner,
+                        limit=min(self.settings.batch_size, chunk * 8),
+                        campaign_ids=list(active),
+                    )
+                    claimed = ledger.claimed_details(session, ids)
+                if not claimed:
+                    return
+                ready = self._decide(claimed, active, counters, now, report)
+                for start in range(0, len(ready), chunk):
+                    group = ready[start : start + chunk]
+                    if self.should_stop():
+                        self._release([r[0] for r in ready[start:]])
+                        return
+                    await self._deliver(group, active, now, report)
+        finally:
+            await self.transport.close()
+
+    def _decide(self, claimed, active, counters, now, report):
+        """Exit checks, window and cap, only_if, rendering. Returns what to send."""
+        stamp = ledger.naive(now)
+        ready = []
+        with self.db.sessions.begin() as session:
+            for row in claimed:
+                campaign = active.get(row.campaign_id)
+                step = campaign.step(row.step_id) if campaign else None
+                cand = row.candidate
+                reason = None
+                if row.enrollment_state != "active":
+                    reason = "enrollment ended"
+                elif row.suppressed:
+                    reason = "address suppressed"
+                elif (cand["status"] or "") == "hired":
+                    reason = "hired"
+                elif step is None:
+                    reason = "step removed from the campaign"
+                if reason:
+                    ledger.cancel(session, row.send_id, reason, stamp)
+                    report.cancelled += 1
+                    continue
+                zone = zone_for(campaign.schedule, cand["timezone"], self.settings.default_timezone)
+                counter = counters.get(campaign.id)
+                if counter is None:
+                    counter = counters[campaign.id] = self._counter(session, campaign, now)
+                slot = counter.place(now, campaign.schedule, zone, cap_zone_for(campaign.schedule, self.settings.default_timezone))
+                if slot > now:
+                    ledger.defer(session, row.send_id, slot, stamp, reason=None, count_attempt=False)
+                    report.rescheduled += 1
+                    continue
+                if step.only_if and not evaluate(step.only_if, cand, now):
+                    rule = ", ".join(f"{c.field} {c.op} {c.value!r}" for c in step.only_if)
+                    ledger.finish(session, row.send_id, row.enrollment_id, "skipped", stamp, reason=f"only_if: {rule}")
+                    report.skipped += 1
+                    continue
+                try:
+                    message = self._render(campaign, step, row, zone, now)
+                except (TemplateError, ValueError) as exc:
+                    ledger.finish(session, row.send_id, row.enrollment_id, "failed", stamp, reason=f"cannot render: {exc}")
+                    report.failed += 1
+                    continue
+                ready.append((row.send_id, row, message))
+        return ready
+
+    def _counter(self, session, campaign: Campaign, now: datetime) -> DailyCounter:
+        cap = campaign.schedule.max_per_day
+        if cap is None:
+            return DailyCounter(None)
+        zone = cap_zone_for(campaign.schedule, self.settings.default_timezone)
+        today = day_key(now, zone)
+        start = datetime.combine(today, time(0), tzinfo=zone)
+        end = datetime.combine(today + timedelta(days=1), time(0), tzinfo=zone)
+        return DailyCounter(cap, {today: ledger.sent_between(session, campaign.id, start, end)})
+
+    def _render(self, campaign: Campaign, step, row, zone, now: datetime) -> tuple[str, str, bytes]:
+        cand = row.candidate
+        name, from_addr, reply_to = self._sender(campaign)
+        token = make_token(self.secret, cand["token_key"])
+        mailto_addr = self.settings.unsubscribe_mailto or reply_to or from_addr
+        https, mailto = unsubscribe_links(self.settings.unsubscribe_base_url, mailto_addr, token)
+        subject_override, template = subject_and_template(step, row.variant)
+        context = {
+            "candidate": candidate_context(cand),
+            "sender": {"name": name, "email": from_addr},
+            "company": {"name": self.settings.company_name, "postal_address": self.settings.postal_address},
+            "campaign": {"id": campaign.id, "name": campaign.name},
+            "step": {"id": step.id, "number": step.number},
+            "unsubscribe_url": https,
+            "today": now.astimezone(zone).date(),
+        }
+        rendered = self.templates.render(template, context, subject=subject_override)
+        to_name = cand.get("full_name") or " ".join(
+            x for x in (cand.get("first_name"), cand.get("last_name")) if x
+        )
+        envelope = Envelope(
+            from_name=name,
+            from_addr=from_addr,
+            to_name=to_name or "",
+            to_addr=cand["email"],
+            reply_to=reply_to,
+            message_id=row.message_id,
+            date=now,
+            unsubscribe_https=https,
+            unsubscribe_mailto=mailto,
+        )
+        return cand["email"], rendered.subject, build_message(envelope, rendered)
+
+    async def _deliver(self, group, active, now: datetime, report: TickReport) -> None:
+        stamp = ledger.naive(now)
+        with self.db.sessions.begin() as session:
+            marked = set(
+                ledger.mark_data_started(
+                    session,
+                    self.owner,
+                    {send_id: message for send_id, _, message in group},
+                    stamp,
+                    self.clock() + self.lease,
+                )
+            )
+        sendable = [(sid, row, msg) for sid, row, msg in group if sid in marked]
+        sender_of = {sid: self._sender(active[row.campaign_id])[1] for sid, row, _ in sendable}
+        results = await asyncio.gather(
+            *(self.transport.send(sender_of[sid], msg[0], msg[2]) for sid, _, msg in sendable),
+            return_exceptions=True,
+        )
+        refused: TransportRefused | None = None
+        with self.db.sessions.begin() as session:
+            for (sid, row, _), result in zip(sendable, results, strict=True):
+                if isinstance(result, TransportRefused):
+                    # Refused before any data: back to the queue untouched, then stop.
+                    ledger.defer(session, sid, row.due_at, stamp, reason=str(result), count_attempt=False)
+                    refused = result
+                    continue
+                if isinstance(result, BaseException):
+                    # A fault we cannot place: the data may have left. Never resend blindly.
+                    result = Delivery(Outcome.UNKNOWN, None, f"transport error: {type(result).__name__}: {result}")
+                self._record(session, row, result, now, report)
+        if refused is not None:
+            raise refused
+
+    def _record(self, session, row, delivery: Delivery, now: datetime, report: TickReport) -> None:
+        stamp = ledger.naive(now)
+        outcome = delivery.outcome
+        if outcome is Outcome.SENT:
+            ledger.finish(session, row.send_id, row.enrollment_id, "sent", stamp, response=delivery.response, sent=True)
+            report.sent += 1
+        elif outcome is Outcome.UNKNOWN:
+            ledger.finish(session, row.send_id, row.enrollment_id, "unknown", stamp, reason=delivery.response, sent=True)
+            report.unknown += 1
+        elif outcome is Outcome.DEFERRED:
+            attempts = row.attempts + 1
+            if attempts >= self.settings.smtp.max_attempts:
+                ledger.finish(
+                    session, row.send_id, row.enrollment_id, "failed", stamp,
+                    reason=f"gave up after {attempts} attempts: {delivery.response}",
+                )
+                report.failed += 1
+            else:
+                ledger.defer(session, row.send_id, now + backoff(attempts), stamp, reason=delivery.response, count_attempt=True)
+                report.deferred += 1
+        else:
+            ledger.finish(session, row.send_id, row.enrollment_id, "failed", stamp, response=delivery.response, reason=delivery.response)
+            report.failed += 1
+            if delivery.recipient_rejected:
+                pool.suppress(session, self.db, row.candidate["email"], "bounced", now)
+
+    def _release(self, send_ids: list[int]) -> None:
+        """Stopping: hand back rows claimed but not started, due as they were."""
+        if not send_ids:
+            return
+        stamp = ledger.naive(self.clock())
+        with self.db.sessions.begin() as session:
+            for sid in send_ids:
+                ledger.release(session, sid, self.owner, stamp)

@@ -1,0 +1,81 @@
+"""Pure: which step of a campaign comes next for an enrollment, when, and in which variant.
+
+Shared by the sender (`engine`) and the forecast (`planning`), so `nurture plan` shows exactly
+what `nurture run` will do.
+
+Progress is kept by step id (PRODUCT.md "Editing a live campaign"): the next step is the first
+step, in the file's current order, after the last step the enrollment already has a ledger row
+for, that has no row itself. New steps at the end are picked up; removed steps are never sent;
+a renamed step is a new step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from .campaigns import Campaign, Step
+from .schedule import pick_variant, step_due, zone_for
+
+
+def next_step(campaign: Campaign, done: Collection[str]) -> Step | None:
+    """The step to schedule after the steps in `done` (step ids with a ledger row)."""
+    last = -1
+    for index, step in enumerate(campaign.steps):
+        if step.id in done:
+            last = index
+    for step in campaign.steps[last + 1 :]:
+        if step.id not in done:
+            return step
+    return None
+
+
+@dataclass(frozen=True)
+class Due:
+    """A step placed in time for one candidate."""
+
+    step: Step
+    variant: str | None
+    due_at: datetime  # aware UTC
+    zone: ZoneInfo
+
+
+def schedule_step(
+    campaign: Campaign,
+    step: Step,
+    *,
+    anchor: datetime,
+    candidate_key: str,
+    candidate_timezone: str | None,
+    default_timezone: str,
+) -> Due:
+    """When `step` is due: `wait` after the anchor (enrolment, or the previous send), moved
+    into the send window in the right zone; and its sticky A/B variant."""
+    zone = zone_for(campaign.schedule, candidate_timezone, default_timezone)
+    due = step_due(anchor, step.wait, campaign.schedule, zone)
+    variant = pick_variant(candidate_key, step.id, [(v.id, v.weight) for v in step.variants])
+    return Due(step=step, variant=variant, due_at=due, zone=zone)
+
+
+def subject_and_template(step: Step, variant: str | None) -> tuple[str | None, str]:
+    """The subject override and template a variant uses (its own, else the step's)."""
+    for v in step.variants:
+        if v.id == variant:
+            return (v.subject or step.subject), (v.template or step.template)
+    return step.subject, step.template
+
+
+def candidate_context(candidate: Mapping[str, object]) -> dict[str, object]:
+    """The template's `candidate`: built-in fields that are set, then custom attributes.
+
+    Unset fields are left out on purpose: a template that needs one fails loudly (StrictUndefined)
+    instead of sending "Hi ,"; `| default(...)` covers optional values.
+    """
+    hidden = ("attributes", "tags", "id", "token_key")
+    out = {k: v for k, v in candidate.items() if k not in hidden and v is not None}
+    for key, value in (candidate.get("attributes") or {}).items():
+        out.setdefault(key, value)
+    out["tags"] = list(candidate.get("tags") or [])
+    return out

@@ -1,0 +1,296 @@
+"""Transports: how message bytes leave. The engine sees only the `Transport` protocol.
+
+* `SmtpTransport`: aiosmtplib, a pool of reused connections, a rate limit, STARTTLS required
+  unless the operator turned it off for a server on localhost, one recipient per transaction.
+* `MaildirTransport`: writes to `outbox/` when no SMTP server is configured, so a first run
+  never mails anyone by accident.
+
+Every outcome is a `Delivery`: the engine turns it into a ledger state. The one distinction
+that matters for exactly-once is whether the message data may have reached the server: a
+connection lost after the DATA command was accepted is `UNKNOWN`, never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mailbox
+import re
+import ssl
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+
+from .config import SmtpSettings
+from .errors import ConfigError, NurtureError
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+class Outcome(StrEnum):
+    SENT = "sent"  # the server accepted the message (250 after the data)
+    DEFERRED = "deferred"  # temporary failure before the data: try again later
+    FAILED = "failed"  # permanent refusal (5xx): never retried
+    UNKNOWN = "unknown"  # the data may have reached the server: never retried automatically
+
+
+@dataclass(frozen=True)
+class Delivery:
+    outcome: Outcome
+    code: int | None
+    response: str
+
+    @property
+    def enhanced_status(self) -> str | None:
+        m = _ENHANCED.match(self.response or "")
+        return ".".join(m.groups()) if m else None
+
+    @property
+    def recipient_rejected(self) -> bool:
+        """A permanent error about the address itself (5.1.x, or 550/553 at RCPT)."""
+        status = self.enhanced_status
+        if status:
+            return status.startswith("5.1.")
+        return self.outcome is Outcome.FAILED and self.code in (550, 551, 553) and "RCPT" in self.response
+
+
+class Transport(Protocol):
+    async def send(self, sender: str, recipient: str, data: bytes) -> Delivery: ...
+
+    async def close(self) -> None: ...
+
+
+class MaildirTransport:
+    """Delivers into a local Maildir (the `outbox/`)."""
+
+    def __init__(self, directory: Path):
+        for sub in ("tmp", "new", "cur"):
+            (Path(directory) / sub).mkdir(parents=True, exist_ok=True)
+        self.box = mailbox.Maildir(directory, create=False)
+
+    async def send(self, sender: str, recipient: str, data: bytes) -> Delivery:
+        try:
+            key = self.box.add(data)  # written to tmp/ then renamed into new/: all or nothing
+        except OSError as exc:
+            return Delivery(Outcome.DEFERRED, None, f"cannot write to the outbox: {exc}")
+        return Delivery(Outcome.SENT, 250, f"written to outbox as {key}")
+
+    async def close(self) -> None:
+        self.box.close()
+
+
+class MemoryTransport:
+    """Keeps messages in a list; for unit tests and dry runs."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, str, bytes]] = []
+
+    async def send(self, sender: str, recipient: str, data: bytes) -> Delivery:
+        self.sent.append((sender, recipient, data))
+        return Delivery(Outcome.SENT, 250, "ok (memory)")
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    host: str
+    port: int
+    implicit_tls: bool
+    starttls: bool
+    username: str | None
+    password: str | None
+
+
+def parse_smtp_url(url: str, starttls: str) -> SmtpTarget:
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ConfigError(f"[smtp] url must start with smtp:// or smtps://, got {parts.scheme or '?'}://")
+    if not parts.hostname:
+        raise ConfigError("[smtp] url has no host")
+    implicit = parts.scheme == "smtps"
+    port = parts.port or (465 if implicit else 587)
+    use_starttls = not implicit and starttls == "required"
+    if not implicit and not use_starttls and parts.hostname not in LOCAL_HOSTS:
+        raise ConfigError(
+            f"[smtp] starttls = off is only allowed for a server on localhost, not {parts.hostname}"
+        )
+    return SmtpTarget(
+        host=parts.hostname,
+        port=port,
+        implicit_tls=implicit,
+        starttls=use_starttls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+class RateLimiter:
+    """Token bucket: at most `per_minute` sends per minute, smoothly (0 = unlimited)."""
+
+    def __init__(self, per_minute: int, clock=time.monotonic):
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, min(per_minute / 60.0, 50.0))
+        self.tokens = self.capacity
+        self.clock = clock
+        self.last = clock()
+        self.lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if self.rate <= 0:
+            return
+        async with self.lock:
+            while True:
+                now = self.clock()
+                self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
+                self.last = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class TransportRefused(NurtureError):
+    """The server cannot be used safely at all (no STARTTLS, bad certificate): stop sending."""
+
+
+class _DataPhaseLost(Exception):
+    """The connection broke after the message data started: its fate is unknown."""
+
+
+class SmtpTransport:
+    """A pool of up to `max_connections` reused SMTP connections."""
+
+    def __init__(self, settings: SmtpSettings, *, helo: str | None = None, tls_context: ssl.SSLContext | None = None):
+        if settings.url is None:
+            raise ConfigError("[smtp] url is not set")
+        self.target = parse_smtp_url(settings.url.reveal(), settings.starttls)
+        self.timeout = settings.timeout_seconds
+        self.helo = helo or settings.helo
+        self.tls_context = tls_context or ssl.create_default_context()
+        self.limiter = RateLimiter(settings.rate_per_minute)
+        self.slots = asyncio.Semaphore(settings.max_connections)
+        self.idle: list[aiosmtplib.SMTP] = []
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        t = self.target
+        client = aiosmtplib.SMTP(
+            hostname=t.host,
+            port=t.port,
+            use_tls=t.implicit_tls,
+            start_tls=t.starttls,
+            tls_context=self.tls_context,
+            timeout=self.timeout,
+            local_hostname=self.helo,
+        )
+        await client.connect()
+        if t.username:
+            await client.login(t.username, t.password or "")
+        return client
+
+    async def send(self, sender: str, recipient: str, data: bytes) -> Delivery:
+        await self.limiter.acquire()
+        async with self.slots:
+            client = self.idle.pop() if self.idle else None
+            try:
+                if client is None or not client.is_connected:
+                    client = await self._connect()
+                else:
+                    try:
+                        await client.execute_command(b"RSET")
+                    except aiosmtplib.SMTPException:
+                        client.close()
+                        client = await self._connect()
+                delivery = await self._transaction(client, sender, recipient, data)
+            except _DataPhaseLost as exc:
+                _drop(client)
+                return Delivery(Outcome.UNKNOWN, None, f"connection lost after the message data: {exc}")
+            except aiosmtplib.SMTPResponseException as exc:
+                _drop(client)
+                return _from_code(exc.code, exc.message, "connect")
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+                _drop(client)
+                if _is_tls_refusal(exc):
+                    raise TransportRefused(
+                        f"SMTP server {self.target.host}:{self.target.port} refused: {exc}; "
+                        "nothing was sent (set [smtp] starttls = \"off\" only for a server on localhost)"
+                    ) from None
+                return Delivery(Outcome.DEFERRED, None, f"connection problem before the data: {exc}")
+            if client.is_connected and delivery.outcome is not Outcome.UNKNOWN:
+                self.idle.append(client)
+            else:
+                _drop(client)
+            return delivery
+
+    async def _transaction(self, client: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes) -> Delivery:
+        try:
+            await client.mail(sender)
+        except aiosmtplib.SMTPResponseException as exc:
+            return _from_code(exc.code, exc.message, "MAIL FROM")
+        try:
+            await client.rcpt(recipient)
+        except aiosmtplib.SMTPResponseException as exc:
+            return _from_code(exc.code, exc.message, "RCPT TO")
+        body_started = False
+        protocol = client.protocol
+        original_write = protocol.write
+
+        def write(chunk: bytes) -> None:
+            nonlocal body_started
+            if chunk != b"DATA\r\n":
+                body_started = True
+            original_write(chunk)
+
+        protocol.write = write  # to learn whether the data left before a connection broke
+        try:
+            response = await client.data(data)
+        except aiosmtplib.SMTPResponseException as exc:
+            return _from_code(exc.code, exc.message, "DATA")
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, asyncio.TimeoutError) as exc:
+            if body_started:
+                raise _DataPhaseLost(str(exc) or type(exc).__name__) from exc
+            raise
+        finally:
+            protocol.write = original_write
+        return Delivery(Outcome.SENT, response.code, f"{response.code} {response.message}")
+
+    async def close(self) -> None:
+        while self.idle:
+            client = self.idle.pop()
+            try:
+                await asyncio.wait_for(client.quit(), timeout=2)
+            except Exception:
+                client.close()
+
+
+def _drop(client: aiosmtplib.SMTP | None) -> None:
+    if client is not None:
+        try:
+            client.close()
+        except Exception:
+            pass
+
+
+def _from_code(code: int, message: str, stage: str) -> Delivery:
+    text = f"{code} {message}".strip() + f" (at {stage})"
+    if 400 <= code < 500 or code < 200:
+        return Delivery(Outcome.DEFERRED, code, text)
+    return Delivery(Outcome.FAILED, code, text)
+
+
+def _is_tls_refusal(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "starttls" in text and ("not supported" in text or "extension" in text) or isinstance(exc, ssl.SSLError)
+
+
+def make_transport(settings) -> Transport:
+    """SMTP when `[smtp] url` is set, else the outbox Maildir."""
+    if settings.smtp.url:
+        return SmtpTransport(settings.smtp)
+    return MaildirTransport(settings.outbox_dir)

@@ -1,0 +1,54 @@
+"""Unsubscribe tokens: opaque, signed, and never a guessable database id.
+
+A token is the candidate's random `token_key` plus an HMAC-SHA256 tag made with the
+configured secret, both base64url. Forging one needs the secret; a valid token reveals
+nothing but itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from urllib.parse import quote
+
+TAG_BYTES = 12
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def make_token(secret: str, token_key: str) -> str:
+    key = bytes.fromhex(token_key)
+    tag = hmac.new(secret.encode(), key, hashlib.sha256).digest()[:TAG_BYTES]
+    return _b64(key + tag)
+
+
+def read_token(secret: str, token: str) -> str | None:
+    """The token_key inside a genuine token, or None for anything forged or malformed."""
+    if not token or len(token) > 64:
+        return None
+    try:
+        raw = _unb64(token)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) <= TAG_BYTES:
+        return None
+    key, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
+    expected = hmac.new(secret.encode(), key, hashlib.sha256).digest()[:TAG_BYTES]
+    if not hmac.compare_digest(tag, expected):
+        return None
+    return key.hex()
+
+
+def unsubscribe_links(base_url: str, mailto_address: str, token: str) -> tuple[str, str]:
+    """(https link, mailto link) for the List-Unsubscribe header and the footer."""
+    https = base_url.rstrip("/") + "/" + token
+    mailto = f"mailto:{mailto_address}?subject={quote('unsubscribe ' + token)}"
+    return https, mailto
