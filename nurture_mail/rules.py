@@ -331,7 +331,7 @@ def _contains(value: object, needle: str) -> bool:
 
 
 def _exists(value: object) -> bool:
-    return value is not None and value != "" and not (isinstance(value, list | tuple) and not value)
+    return value is not None and not (isinstance(value, list | tuple) and not value)
 
 
 def _ordered(value: object, op: str, operand: object) -> bool:

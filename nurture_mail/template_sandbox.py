@@ -384,13 +384,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
             budget.step()
             for value in (*args, *kwargs.values()):
                 check(value)
-            if name == "format" and args:
-                fmt = next((a for a in args if isinstance(a, str)), "")
-                _format_widths_ok(fmt)
-            if name == "center":
-                width = args[-1] if len(args) >= 2 else kwargs.get("width", 80)
-                if isinstance(width, int) and width > MAX_VALUE:
-                    raise BudgetExceeded("center() width too large")
+            _filter_result_size_ok(name, args[value_index:], kwargs)
             result = func(*args, **kwargs)
             if isinstance(result, str):
                 budget.produce(len(result))
@@ -405,6 +399,43 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
             return result
 
         return guarded
+
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+def _filter_result_size_ok(name: str, args: tuple, kwargs: dict) -> None:
+    """Refuse builtin filters whose result would multiply sizes, before they run.
+
+    `args` starts at the filtered value. The others are linear in their (checked) inputs.
+    """
+    if not args:
+        return
+    value = args[0]
+    if name == "format":
+        _format_widths_ok(plain(value) if isinstance(value, str) else "")
+    elif name == "center":
+        width = _arg(args, kwargs, 1, "width", 80)
+        if isinstance(width, int) and width > MAX_VALUE:
+            raise BudgetExceeded("center width too large")
+    elif name == "join":
+        separator = _arg(args, kwargs, 1, "d", "")
+        count = len(value) if hasattr(value, "__len__") else weight(value)
+        if weight(value) + count * weight(separator) > MAX_VALUE:
+            raise BudgetExceeded("join result too large")
+    elif name == "replace":
+        new = _arg(args, kwargs, 2, "new", "")
+        if weight(value) + (weight(value) + 1) * weight(new) > MAX_VALUE:
+            raise BudgetExceeded("replace result too large")
+    elif name == "wordwrap":
+        wrapstring = _arg(args, kwargs, 3, "wrapstring", "\n") or "\n"
+        if weight(value) * (weight(wrapstring) + 1) > MAX_VALUE:
+            raise BudgetExceeded("wordwrap result too large")
+    elif name in ("batch", "slice"):
+        count = _arg(args, kwargs, 1, "linecount" if name == "batch" else "slices", 1)
+        if isinstance(count, int) and count > MAX_RANGE:
+            raise BudgetExceeded(f"{name} count too large")
 
 
 def _safe_indent(s: Any, width: int | str = 4, first: bool = False, blank: bool = False) -> str:

@@ -173,7 +173,9 @@ class SmtpTransport:
         self.target = parse_smtp_url(settings.url.reveal(), settings.starttls)
         self.timeout = settings.timeout_seconds
         self.helo = helo or settings.helo
-        self.tls_context = tls_context or ssl.create_default_context()
+        # Loading the system CA store costs ~25 ms: only when TLS is actually used.
+        needs_tls = self.target.implicit_tls or self.target.starttls
+        self.tls_context = tls_context or (ssl.create_default_context() if needs_tls else None)
         self.limiter = RateLimiter(settings.rate_per_minute)
         self.slots = asyncio.Semaphore(settings.max_connections)
         self.idle: list[aiosmtplib.SMTP] = []

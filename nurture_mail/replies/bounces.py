@@ -91,26 +91,31 @@ _VENDORS = re.compile(
 _VENDOR_NAMES = {f"v{i}": name for i, (name, _) in enumerate(_VENDOR_TEXT)}
 _GENERIC = re.compile(_VENDOR_TEXT[-1][1])
 
-_DELAY = re.compile(
-    r"\bdelayed\b|will (?:be )?retr(?:y|ied)|warning message only|has not yet been delivered|"
-    r"still trying|will continue (?:to try|trying)|you do not need to resend",
-    re.I,
+# Words that decide hard or soft, looked up in lower-cased notice text. Plain substring
+# tests: a regex alternation of these costs ~20 µs a notice, `in` well under one.
+_DELAY_WORDS = (
+    "delayed", "will retry", "will be retried", "warning message only", "not yet been delivered",
+    "still trying", "will continue to try", "will continue trying", "you do not need to resend",
 )
-_QUOTA = re.compile(
-    r"quota|mailbox (?:is )?full|full mailbox|mailbox.{0,20}\bfull\b|storage space|"
-    r"insufficient (?:system )?storage|out of storage|disk ?space|exceeded storage|"
-    r"(?:not|n't) (?:have )?enough (?:disk |storage )?space|over (?:the )?(?:storage|size) limit|"
-    r"(?<![\w.])[45]\.2\.2(?!\d)",
-    re.I,
+_QUOTA_WORDS = (
+    "quota", "mailbox full", "mailbox is full", "full mailbox", "storage space", "disk space",
+    "diskspace", "insufficient storage", "insufficient system storage", "out of storage",
+    "exceeded storage", "enough space", "enough disk space", "enough storage", "storage limit",
 )
-_PERMANENT = re.compile(
-    r"permanent(?:ly)?\b|perm_failure|fatal error|given up|gave up|user unknown|unknown user|"
-    r"no such user|does not exist|doesn't exist|not found|address rejected|invalid (?:recipient|"
-    r"address|mailbox)|mailbox unavailable|unrouteable|no mailbox|not listed",
-    re.I,
+_QUOTA = re.compile(r"mailbox.{0,20}\bfull\b|(?<![\d.])[45]\.2\.2(?![\d])")
+_PERMANENT_WORDS = (
+    "permanent", "perm_failure", "fatal error", "given up", "gave up", "user unknown",
+    "unknown user", "no such user", "does not exist", "doesn't exist", "not found",
+    "address rejected", "invalid recipient", "invalid address", "invalid mailbox",
+    "mailbox unavailable", "unrouteable", "no mailbox", "not listed",
 )
-_TEMPORARY = re.compile(r"temporar(?:y|ily)|temp_failure|try again later|transient|deferred")
-# _DELAY, _QUOTA, _PERMANENT, _TEMPORARY and _VENDORS are applied to lower-cased text
+_TEMPORARY_WORDS = ("temporar", "temp_failure", "try again later", "transient", "deferred")
+
+
+def _mentions(text: str, words: tuple[str, ...]) -> bool:
+    return any(word in text for word in words)
+
+
 # status codes that are about the message or a full box, not about a dead address
 _SOFT_PERMANENT = frozenset(("5.2.2", "5.2.3", "5.3.4", "5.4.7"))
 
@@ -263,7 +268,7 @@ def _read_notice(msg: Part, parts: list[Part]) -> Bounce | None:
     diagnostic = _text_diagnostic(region, recipients[0] if recipients else None)
     subject = decode_header_value(msg.header("subject"))
     severity = _severity(
-        delayed=bool(_DELAY.search(lowered) or _DELAY.search(subject.lower())),
+        delayed=True if "delay" in subject.lower() else None,
         status=status,
         text=lowered,
     )
@@ -280,12 +285,17 @@ def _read_notice(msg: Part, parts: list[Part]) -> Bounce | None:
     )
 
 
-def _severity(*, delayed: bool, status: str | None, text: str) -> str:
-    if delayed:
+def _severity(*, delayed: bool | None, status: str | None, text: str) -> str:
+    """"hard" or "soft" from the report's action and status, else from its wording.
+
+    `delayed` is the report's own verdict (None: read it from the wording); `text` must be
+    lower-cased.
+    """
+    if delayed or (delayed is None and _mentions(text, _DELAY_WORDS)):
         return "soft"
     if status and status[0] == "4":
         return "soft"
-    if _QUOTA.search(text):
+    if _mentions(text, _QUOTA_WORDS) or _QUOTA.search(text):
         return "soft"
     code = _SMTP_CODE.search(text)
     if status and status[0] == "5" and not status.endswith(".0.0"):
@@ -294,9 +304,9 @@ def _severity(*, delayed: bool, status: str | None, text: str) -> str:
         return "soft"  # 552: exceeded storage allocation
     if status and status[0] == "5":
         return "hard"
-    if _PERMANENT.search(text) or (code and code[1] == "5"):
+    if _mentions(text, _PERMANENT_WORDS) or (code and code[1] == "5"):
         return "hard"
-    if _TEMPORARY.search(text) or (code and code[1] == "4"):
+    if _mentions(text, _TEMPORARY_WORDS) or (code and code[1] == "4"):
         return "soft"
     return "hard"  # the server gave up and said no more
 
@@ -403,9 +413,11 @@ def _text_diagnostic(region: str, recipient: str | None) -> str | None:
         for line in region[m.end() : m.end() + 600].splitlines():
             if line.strip():
                 return _one_line(line)
-    for line in region.splitlines():
-        if _ENHANCED.search(line) or _SMTP_CODE.search(line):
-            return _one_line(line)
+    code = _ENHANCED.search(region) or _SMTP_CODE.search(region)
+    if code:
+        start = region.rfind("\n", 0, code.start()) + 1
+        end = region.find("\n", code.end())
+        return _one_line(region[start : end if end >= 0 else len(region)])
     if recipient:
         # Exim, qmail: "<addr>:" then the reason on the same or the next line
         at = region.lower().find(recipient)
@@ -422,8 +434,8 @@ def _original_ids(parts: list[Part], notice: str) -> tuple[str, ...]:
     for part in parts:
         if part.ctype in ("message/rfc822", "text/rfc822-headers", "message/global", "message/global-headers"):
             found.extend(part.embedded_message_ids())
-    for m in _QUOTED_MESSAGE_ID.finditer(notice):
-        found.append(m[1])
+    if "essage-i" in notice or "ESSAGE-I" in notice:  # cheap test before the regex
+        found.extend(m[1] for m in _QUOTED_MESSAGE_ID.finditer(notice))
     return tuple(_unique(found))
 
 

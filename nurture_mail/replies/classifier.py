@@ -9,7 +9,7 @@ never unsubscribes), then unsubscribe requests, then mail that is clearly not pe
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 
@@ -93,61 +93,71 @@ def _classify(raw: bytes, received: datetime | None) -> Classification:
     if not msg.headers:
         return Classification(InboundKind.OTHER, reason="no header section: not an email")
     sent = header_date(msg.header("date"))
-    base = Classification(
-        InboundKind.OTHER,
-        message_id=next(iter(message_ids(msg.header("message-id"))), None),
-        in_reply_to=_thread_ids(msg),
-        from_addr=next(iter(addresses(msg.header("from"))), None),
-        subject=decode_header_value(msg.header("subject")),
-        date=sent,
-    )
+    subject = decode_header_value(msg.header("subject"))
+    from_addr = next(iter(addresses(msg.header("from"))), None)
+    thread = _thread_ids(msg)
+    envelope = {
+        "message_id": next(iter(message_ids(msg.header("message-id"))), None),
+        "in_reply_to": thread,
+        "from_addr": from_addr,
+        "subject": subject,
+        "date": sent,
+    }
     parts = leaves(msg)
 
     complaint = read_complaint(msg, parts)
     if complaint is not None:
-        return replace(
-            base,
-            kind=InboundKind.UNSUBSCRIBE,
+        return Classification(
+            InboundKind.UNSUBSCRIBE,
             recipient=complaint.recipient,
             original_message_ids=complaint.original_message_ids,
             reason=f"ARF feedback report ({complaint.feedback_type})",
+            **envelope,
         )
     if _is_read_receipt(msg, parts):
-        return replace(base, reason="read receipt (message disposition notification)")
+        return Classification(
+            InboundKind.OTHER, reason="read receipt (message disposition notification)", **envelope
+        )
 
     bounce = read_bounce(msg, parts)
     if bounce is not None:
-        facts = replace(
-            base,
+        return Classification(
+            InboundKind.BOUNCE if bounce.failed else InboundKind.OTHER,
+            bounce=bounce.severity,
             recipient=bounce.recipient,
             recipients=bounce.recipients,
             status=bounce.status,
             diagnostic=bounce.diagnostic,
             original_message_ids=bounce.original_message_ids,
             reason=bounce.reason,
+            **envelope,
         )
-        if not bounce.failed:
-            return facts
-        return replace(facts, kind=InboundKind.BOUNCE, bounce=bounce.severity)
 
     text = _body_text(parts)
-    auto = auto_reply_reason(msg, base.subject, text[:1000].lstrip())
+    auto = auto_reply_reason(msg, subject, text[:1000].lstrip())
     if auto is not None:
         reference = received.date() if received else (sent.date() if sent else None)
         back = None
         if reference is not None:
-            back = parse_return_date(base.subject + "\n" + text[:3000], reference)
-        return replace(base, kind=InboundKind.AUTO_REPLY, return_date=back, reason=auto)
+            back = parse_return_date(subject + "\n" + text[:3000], reference)
+        return Classification(InboundKind.AUTO_REPLY, return_date=back, reason=auto, **envelope)
 
     new_text = extract_reply_text(text)
-    request = unsubscribe_reason(msg, base.subject, new_text)
+    request = unsubscribe_reason(msg, subject, new_text)
     if request is not None:
-        return replace(base, kind=InboundKind.UNSUBSCRIBE, reply_text=new_text, reason=request)
+        return Classification(
+            InboundKind.UNSUBSCRIBE, reply_text=new_text, reason=request, **envelope
+        )
 
-    not_personal = _not_personal(msg, base)
+    not_personal = _not_personal(msg, from_addr, thread)
     if not_personal is not None:
-        return replace(base, reason=not_personal)
-    return replace(base, kind=InboundKind.REPLY, reply_text=new_text, reason=_reply_reason(base, text))
+        return Classification(InboundKind.OTHER, reason=not_personal, **envelope)
+    return Classification(
+        InboundKind.REPLY,
+        reply_text=new_text,
+        reason=_reply_reason(subject, thread, text),
+        **envelope,
+    )
 
 
 def _thread_ids(msg: Part) -> tuple[str, ...]:
@@ -178,26 +188,26 @@ def _body_text(parts: list[Part]) -> str:
     return html_to_text(html.text()) if html is not None else ""
 
 
-def _not_personal(msg: Part, base: Classification) -> str | None:
+def _not_personal(msg: Part, from_addr: str | None, thread: tuple[str, ...]) -> str | None:
     """Why this is mail from a system or a list rather than a person, or None."""
-    if not base.in_reply_to:
+    if not thread:  # newsletters never answer a message; a person on a list might
         for name in _LIST_HEADERS:
             if msg.header(name):
                 return f"mailing list or newsletter ({name.title()})"
     precedence = (msg.header("precedence") or "").strip().lower()
     if precedence == "list":
         return "mailing list (Precedence: list)"
-    if base.from_addr and _NO_REPLY.match(base.from_addr.split("@", 1)[0]):
+    if from_addr and _NO_REPLY.match(from_addr.split("@", 1)[0]):
         return "automated sender address"
-    if base.from_addr is None and not msg.header("from"):
+    if from_addr is None and not msg.header("from"):
         return "no sender"
     return None
 
 
-def _reply_reason(base: Classification, text: str) -> str:
-    if base.in_reply_to:
+def _reply_reason(subject: str, thread: tuple[str, ...], text: str) -> str:
+    if thread:
         return "In-Reply-To/References headers"
-    if _REPLY_SUBJECT.match(base.subject):
+    if _REPLY_SUBJECT.match(subject):
         return "reply subject"
     if has_quoted_original(text):
         return "quotes an earlier message"

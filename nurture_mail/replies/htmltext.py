@@ -21,7 +21,6 @@ _BLOCK = frozenset(
     "main nav ol p pre section table tbody td tfoot th thead tr ul".split()
 )
 _SKIP = frozenset(("style", "script", "head", "title", "xml", "template"))
-_VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
 # ids and classes that mark where a client put the message being replied to
 _QUOTE_IDS = frozenset(("divrplyfwdmsg", "appendonsend", "stopspelling", "zwchr"))
 _QUOTE_CLASSES = frozenset(("outlookmessageheader", "yahoo_quoted"))
@@ -39,12 +38,16 @@ class _TextBuilder(HTMLParser):
         self.skip_depth = 0
         self.pre_depth = 0
 
-    def _flush(self) -> None:
-        text = "".join(self.current)
-        text = _SPACES.sub(" ", text).strip() if not self.pre_depth else text.rstrip()
-        if text or (self.lines and self.lines[-1] != ""):
-            prefix = "> " if self.current_quoted and text else ""
+    def _flush(self, blank: bool = False) -> None:
+        """End the current line. An empty line is kept only where the author made one:
+        a <br> on its own, or a paragraph holding just &nbsp; (Outlook)."""
+        raw = "".join(self.current)
+        text = _SPACES.sub(" ", raw).strip() if not self.pre_depth else raw.rstrip()
+        if text:
+            prefix = "> " if self.current_quoted else ""
             self.lines.append(prefix + text)
+        elif (blank or "\xa0" in raw) and self.lines and self.lines[-1] != "":
+            self.lines.append("")
         self.current = []
         self.current_quoted = False
 
@@ -56,15 +59,16 @@ class _TextBuilder(HTMLParser):
         if tag in _SKIP:
             self.skip_depth += 1
             return
-        if tag in _BLOCK:
+        if tag == "br":
+            self._flush(blank=True)
+        elif tag in _BLOCK:
             self._flush()
         attributes = {name: (value or "") for name, value in attrs}
         element_id = attributes.get("id", "").lower()
         classes = set(attributes.get("class", "").lower().split())
         if tag == "blockquote":
             self._flush()
-            if tag not in _VOID:
-                self.quote_depth += 1
+            self.quote_depth += 1
         elif element_id in _QUOTE_IDS or classes & _QUOTE_CLASSES:
             self._marker(SEPARATOR)
         elif tag == "div" and _is_reply_header_border(attributes.get("style", "")):
@@ -76,7 +80,9 @@ class _TextBuilder(HTMLParser):
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         # <br/>, <hr id="stopSpelling"/>: no content, so never opens a quote or skip
-        if tag in _BLOCK:
+        if tag == "br":
+            self._flush(blank=True)
+        elif tag in _BLOCK:
             self._flush()
         element_id = dict(attrs).get("id") or ""
         if element_id.lower() in _QUOTE_IDS:

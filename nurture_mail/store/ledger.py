@@ -108,7 +108,33 @@ def sync_campaign(session: Session, campaign_id: str, name: str, status: str, st
         )
         session.execute(stmt.on_conflict_do_nothing())
     elif (row.name, row.status, row.steps) != (name, status, step_ids):
+        if row.steps != step_ids:
+            cancel_removed_steps(session, campaign_id, step_ids, stamp)
         row.name, row.status, row.steps, row.updated_at = name, status, step_ids, stamp
+
+
+def cancel_removed_steps(session: Session, campaign_id: str, step_ids: list[str], stamp: datetime) -> int:
+    """A step deleted from a live campaign is never sent: cancel its queued rows now, and let
+    those enrollments move on to their next step."""
+    removed = and_(
+        Send.campaign_id == campaign_id,
+        Send.state.in_(CLAIMABLE_STATES),
+        Send.step_id.not_in(step_ids),
+    )
+    enrollment_ids = list(session.execute(select(Send.enrollment_id).where(removed)).scalars())
+    if not enrollment_ids:
+        return 0
+    session.execute(
+        update(Send)
+        .where(removed)
+        .values(state="cancelled", reason="step removed from the campaign", updated_at=stamp)
+    )
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.id.in_(enrollment_ids), Enrollment.state == "active")
+        .values(needs_next=True)
+    )
+    return len(enrollment_ids)
 
 
 def enrol(session: Session, campaign_id: str, audience_clause, stamp: datetime) -> int:
@@ -126,8 +152,8 @@ def enrol(session: Session, campaign_id: str, audience_clause, stamp: datetime) 
     stmt = _insert(session, Enrollment.__table__).from_select(
         ["candidate_id", "campaign_id", "state", "enrolled_at", "needs_next"], source
     )
-    result = session.execute(stmt.on_conflict_do_nothing())
-    return max(result.rowcount or 0, 0)
+    # RETURNING counts reliably on both databases (rowcount of INSERT ... SELECT does not).
+    return len(session.execute(stmt.on_conflict_do_nothing().returning(Enrollment.id)).all())
 
 
 @dataclass(frozen=True)

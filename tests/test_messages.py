@@ -1,0 +1,226 @@
+"""build_message: RFC 5322 bytes that Python's own parser reads back exactly."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from email import policy
+from email.parser import BytesParser
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nurture_mail.messages import Envelope, build_message, make_message_id
+from nurture_mail.mime import clean_header_text, encode_body
+from nurture_mail.templates import RenderedEmail
+
+BASE_HEADERS = {
+    "From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type",
+    "List-Unsubscribe", "List-Unsubscribe-Post",
+}
+
+
+def envelope(**changes: object) -> Envelope:
+    values: dict[str, object] = {
+        "from_name": "Dana Reyes",
+        "from_addr": "dana@talent.example",
+        "to_name": "Sam Lee",
+        "to_addr": "sam@example.com",
+        "reply_to": None,
+        "message_id": "abc123@talent.example",
+        "date": datetime(2026, 3, 4, 9, 30, tzinfo=UTC),
+        "unsubscribe_https": "https://talent.example/u/tok123",
+        "unsubscribe_mailto": "mailto:unsubscribe@talent.example?subject=tok123",
+    }
+    values.update(changes)
+    return Envelope(**values)  # type: ignore[arg-type]
+
+
+EMAIL = RenderedEmail("Thanks for your time", "Hi Sam,\n\nThanks!\n", "<p>Hi Sam,</p>\n")
+
+
+def parse(raw: bytes):
+    return BytesParser(policy=policy.default).parsebytes(raw)
+
+
+def normalise(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def assert_well_formed(raw: bytes) -> None:
+    assert b"\n" not in raw.replace(b"\r\n", b""), "bare LF"
+    assert b"\r" not in raw.replace(b"\r\n", b""), "bare CR"
+    for line in raw.split(b"\r\n"):
+        assert len(line) <= 998
+
+
+def test_basic_structure_and_headers():
+    raw = build_message(envelope(reply_to="dana.replies@talent.example"), EMAIL)
+    assert_well_formed(raw)
+    msg = parse(raw)
+    assert set(msg.keys()) == BASE_HEADERS | {"Reply-To"}
+    assert msg.defects == []
+    assert msg.get_content_type() == "multipart/alternative"
+    text, html = msg.iter_parts()
+    assert text.get_content_type() == "text/plain"
+    assert html.get_content_type() == "text/html"
+    assert text.get_content_charset() == "utf-8"
+    assert msg["Message-ID"] == "<abc123@talent.example>"
+    assert msg["Date"] == "Wed, 04 Mar 2026 09:30:00 +0000"
+    assert msg["List-Unsubscribe"] == (
+        "<https://talent.example/u/tok123>, <mailto:unsubscribe@talent.example?subject=tok123>"
+    )
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Reply-To"] == "dana.replies@talent.example"
+    assert normalise(text.get_content()) == EMAIL.text
+    assert normalise(html.get_content()) == EMAIL.html
+
+
+def test_threading_headers():
+    raw = build_message(
+        envelope(in_reply_to="first@talent.example", references=("a@x", "first@talent.example")),
+        EMAIL,
+    )
+    msg = parse(raw)
+    assert msg["In-Reply-To"] == "<first@talent.example>"
+    assert msg["References"] == "<a@x> <first@talent.example>"
+
+
+def test_display_name_with_specials_is_quoted():
+    raw = build_message(envelope(from_name="Reyes, Dana"), EMAIL)
+    assert b'From: "Reyes, Dana" <dana@talent.example>\r\n' in raw
+    assert parse(raw)["From"].addresses[0].display_name == "Reyes, Dana"
+
+
+def test_unicode_subject_is_encoded_words_within_limits():
+    subject = "Merci pour votre temps, Zoë 😀 " * 6
+    raw = build_message(envelope(to_name="عربي Zoë"), RenderedEmail(subject, "x\n", "<p>x</p>"))
+    assert raw.isascii()
+    header_block = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    for word in re.findall(r"=\?[^?]+\?[bBqQ]\?[^?]*\?=", header_block):
+        assert len(word) <= 75
+    subject_lines = header_block.split("Subject:", 1)[1].split("\r\nDate:")[0].split("\r\n")
+    assert all(len(line) <= 78 - len("Subject:") for line in subject_lines[:1])
+    assert all(len(line) <= 78 for line in subject_lines)
+    msg = parse(raw)
+    assert msg["Subject"] == clean_header_text(subject)
+    assert msg["To"].addresses[0].display_name == "عربي Zoë"
+
+
+def test_header_injection_in_name_and_subject_is_neutralised():
+    raw = build_message(
+        envelope(to_name="Sam\r\nBcc: victim@evil.example", from_name="x\nX-Evil: 1"),
+        RenderedEmail("Hello\r\nBcc: victim@evil.example", "x\n", "<p>x</p>"),
+    )
+    msg = parse(raw)
+    assert set(msg.keys()) == BASE_HEADERS
+    assert msg["Subject"] == "Hello Bcc: victim@evil.example"
+    assert msg["To"].addresses[0].addr_spec == "sam@example.com"
+
+
+def test_looks_like_encoded_word_stays_literal():
+    raw = build_message(envelope(to_name="=?utf-8?q?Admin?="), EMAIL)
+    assert parse(raw)["To"].addresses[0].display_name == "=?utf-8?q?Admin?="
+
+
+def test_idna_domain_and_refused_addresses():
+    raw = build_message(envelope(to_addr="zoe@bücher.example"), EMAIL)
+    assert parse(raw)["To"].addresses[0].domain == "xn--bcher-kva.example"
+    for bad in ("zoë@example.com", "no-at-sign", "a b@example.com", "a@b@c", "x@-bad-.com"):
+        with pytest.raises(ValueError):
+            build_message(envelope(to_addr=bad), EMAIL)
+
+
+def test_naive_date_and_bad_ids_and_uris_refused():
+    with pytest.raises(ValueError):
+        build_message(envelope(date=datetime(2026, 1, 1)), EMAIL)
+    with pytest.raises(ValueError):
+        build_message(envelope(message_id="<a@b>"), EMAIL)
+    with pytest.raises(ValueError):
+        build_message(envelope(unsubscribe_https="https://x/a b"), EMAIL)
+    with pytest.raises(ValueError):
+        build_message(envelope(unsubscribe_https="ftp://x/plain"), EMAIL)
+
+
+def test_date_keeps_offset():
+    when = datetime(2026, 3, 4, 9, 30, tzinfo=timezone(timedelta(hours=-5)))
+    assert parse(build_message(envelope(date=when), EMAIL))["Date"].datetime == when
+
+
+def test_make_message_id():
+    ids = {make_message_id("talent.example") for _ in range(1000)}
+    assert len(ids) == 1000
+    for message_id in ids:
+        left, _, right = message_id.partition("@")
+        assert right == "talent.example"
+        assert re.fullmatch(r"[A-Za-z0-9_-]{22}", left)  # 16 random bytes, url-safe base64
+    assert make_message_id("bücher.example").endswith("@xn--bcher-kva.example")
+
+
+def test_body_encodings():
+    assert encode_body("short ascii\nlines\n")[0] == "7bit"
+    for text in ("caf\u00e9\n", "x" * 77 + "\n", "trailing \n", "From me\n", "a\x00b\n"):
+        cte, data = encode_body(text)
+        assert cte == "quoted-printable"
+        assert all(len(line) <= 76 for line in data.split(b"\r\n"))
+        assert not re.search(rb"^From ", data, re.MULTILINE)
+
+
+def test_from_line_escape_rewraps_long_lines():
+    text = "From " + "é" * 60 + "\nFrom " + "x" * 200 + "\n"
+    cte, data = encode_body(text)
+    assert all(len(line) <= 76 for line in data.split(b"\r\n"))
+    raw = build_message(envelope(), RenderedEmail("s", text, "<p>x</p>"))
+    assert normalise(next(parse(raw).iter_parts()).get_content()) == text
+
+
+names = st.one_of(
+    st.text(max_size=120),
+    st.sampled_from([
+        'Reyes, Dana', 'Dana "DR" Reyes', "O'Brien", "a\\b", "Sam\r\nBcc: x@y", "😀🎉",
+        "שלום עליכם", "مرحبا بالعالم", "=?utf-8?b?QQ==?=", "", "  ", "<x@y>", "a.b",
+    ]),
+)
+body_lines = st.one_of(
+    st.text(max_size=300),
+    st.sampled_from(["From here", ".", "..", "trailing  ", "\t", "x" * 2000, "=3D", "--"]),
+)
+bodies = st.lists(body_lines, max_size=12).map("\n".join)
+addresses = st.from_regex(
+    r"[a-z0-9+_-]{1,10}(\.[a-z0-9+_-]{1,10}){0,2}@[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?\.[a-z]{2,6}",
+    fullmatch=True,
+)
+
+
+@settings(max_examples=500, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(
+    from_name=names, to_name=names, to_addr=addresses, subject=names,
+    text=bodies, html=bodies, threaded=st.booleans(),
+)
+def test_round_trip(from_name, to_name, to_addr, subject, text, html, threaded):
+    env = envelope(
+        from_name=from_name, to_name=to_name, to_addr=to_addr,
+        in_reply_to="first@talent.example" if threaded else None,
+        references=("first@talent.example",) if threaded else (),
+    )
+    raw = build_message(env, RenderedEmail(subject, text, html))
+    assert_well_formed(raw)
+    msg = parse(raw)
+    expected = BASE_HEADERS | ({"In-Reply-To", "References"} if threaded else set())
+    assert set(msg.keys()) == expected
+    assert len(msg.keys()) == len(expected)
+    assert msg.defects == []
+    assert msg["Subject"] == clean_header_text(subject)
+    (sender,) = msg["From"].addresses
+    (recipient,) = msg["To"].addresses
+    assert (sender.display_name, sender.addr_spec) == (
+        clean_header_text(from_name), "dana@talent.example"
+    )
+    assert (recipient.display_name, recipient.addr_spec) == (clean_header_text(to_name), to_addr)
+    parts = list(msg.iter_parts())
+    assert [part.get_content_type() for part in parts] == ["text/plain", "text/html"]
+    for part, body in zip(parts, (text, html), strict=True):
+        assert part.defects == []
+        assert normalise(part.get_content()) == normalise(body)
