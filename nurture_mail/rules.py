@@ -324,14 +324,14 @@ def _equals(value: object, forms: EqualityForms) -> bool:
 def _contains(value: object, needle: str) -> bool:
     needle = fold(needle)
     if isinstance(value, str):
-        return needle in fold(value)
+        return needle in value
     if isinstance(value, list | tuple):
         return any(isinstance(item, str) and fold(item) == needle for item in value)
     return False
 
 
 def _exists(value: object) -> bool:
-    return value is not None and not (isinstance(value, list | tuple) and not value)
+    return value is not None and value != "" and not (isinstance(value, list | tuple) and not value)
 
 
 def _ordered(value: object, op: str, operand: object) -> bool:

@@ -434,7 +434,7 @@ def _original_ids(parts: list[Part], notice: str) -> tuple[str, ...]:
     for part in parts:
         if part.ctype in ("message/rfc822", "text/rfc822-headers", "message/global", "message/global-headers"):
             found.extend(part.embedded_message_ids())
-    if "essage-i" in notice or "ESSAGE-I" in notice:  # cheap test before the regex
+    if "essage-" in notice or "ESSAGE-" in notice:  # cheap test before the regex
         found.extend(m[1] for m in _QUOTED_MESSAGE_ID.finditer(notice))
     return tuple(_unique(found))
 
