@@ -13,6 +13,7 @@ connection lost after the DATA command was accepted is `UNKNOWN`, never retried.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mailbox
 import re
 import ssl
@@ -216,7 +217,7 @@ class SmtpTransport:
             except aiosmtplib.SMTPResponseException as exc:
                 _drop(client)
                 return _from_code(exc.code, exc.message, "connect")
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                 _drop(client)
                 if _is_tls_refusal(exc):
                     raise TransportRefused(
@@ -254,7 +255,7 @@ class SmtpTransport:
             response = await client.data(data)
         except aiosmtplib.SMTPResponseException as exc:
             return _from_code(exc.code, exc.message, "DATA")
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
             if body_started:
                 raise _DataPhaseLost(str(exc) or type(exc).__name__) from exc
             raise
@@ -273,10 +274,8 @@ class SmtpTransport:
 
 def _drop(client: aiosmtplib.SMTP | None) -> None:
     if client is not None:
-        try:
+        with contextlib.suppress(Exception):
             client.close()
-        except Exception:
-            pass
 
 
 def _from_code(code: int, message: str, stage: str) -> Delivery:

@@ -104,3 +104,34 @@ def unsubscribe_secret(settings: Settings, db: Database) -> str:
         value = secrets.token_urlsafe(32)
         session.add(Meta(key="unsubscribe_secret", value=value))
         return value
+
+
+def fingerprint(settings: Settings) -> tuple:
+    """What changes when a recruiter edits a campaign or template (names, sizes, mtimes)."""
+    items = []
+    for directory in (settings.campaigns_dir, settings.templates_dir):
+        if directory.is_dir():
+            for path in sorted(directory.rglob("*")):
+                if path.is_file():
+                    st = path.stat()
+                    items.append((str(path), st.st_size, st.st_mtime_ns))
+    return tuple(items)
+
+
+class WorkspaceWatcher:
+    """Reloads campaigns and templates when their files change (the daemon's view)."""
+
+    def __init__(self, settings: Settings, db: Database):
+        self.settings = settings
+        self.db = db
+        self.seen: tuple | None = None
+        self.workspace: Workspace | None = None
+
+    def current(self) -> Workspace:
+        now = fingerprint(self.settings)
+        if now != self.seen or self.workspace is None:
+            self.workspace = None
+            self.seen = now
+            # An invalid edit raises here: nothing is sent until it is fixed.
+            self.workspace = load_workspace(self.settings, self.db)
+        return self.workspace

@@ -145,7 +145,7 @@ def test_server_without_starttls_is_refused(tmp_path, db_url):
 
 
 def test_plaintext_to_a_remote_host_is_a_config_error(tmp_path):
-    from nurture_mail.config import SmtpSettings, Secret
+    from nurture_mail.config import Secret, SmtpSettings
     from nurture_mail.errors import ConfigError
     from nurture_mail.transport import SmtpTransport
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from datetime import timedelta
+
 import click
 
+from ..daemon import lock_for
 from ..engine import Engine
 from ..errors import NotAvailable
 from ..transport import make_transport
@@ -20,7 +25,14 @@ def tick(app: AppContext, dry_run):
     if dry_run:
         raise NotAvailable("`nurture tick --dry-run` is not available yet; use `nurture plan`")
     engine = build_engine(app)
-    report = engine.tick(app.clock())
+    lock = lock_for(app.db, engine.owner, timedelta(minutes=10))
+    if lock is not None:
+        lock.acquire()
+    try:
+        report = engine.tick(app.clock())
+    finally:
+        if lock is not None:
+            lock.release()
     click.echo(report.summary())
 
 
@@ -28,7 +40,15 @@ def tick(app: AppContext, dry_run):
 @click.pass_obj
 def run(app: AppContext):
     """The daemon: tick on a schedule until SIGTERM/SIGINT."""
-    raise NotAvailable("`nurture run` is not available yet")
+    from ..daemon import offset_clock, serve_forever
+
+    logging.basicConfig(
+        level=logging.DEBUG if app.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    settings = app.settings
+    serve_forever(settings, app.db, offset_clock(settings.now))
 
 
 @cli.command()

@@ -16,7 +16,9 @@ from .parsing import Part, addresses, decode_header_value, parse_header_text
 
 MAX_RECIPIENT_SCAN = 16 * 1024  # the notice proper is short; the copied original is not
 
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+")
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+"
+)
 _ENHANCED = re.compile(r"(?<![\w.])([245])\.(\d{1,3})\.(\d{1,3})(?!\w|\.\d)")
 _SMTP_CODE = re.compile(r"(?<![\w.#-])([45])[0-5]\d(?=[ -]|$)", re.MULTILINE)  # "550 ", "550-"
 _BLOCK_SPLIT = re.compile(r"\r?\n[ \t]*\r?\n")
@@ -72,7 +74,10 @@ _VENDOR_TEXT = (
         r"technical details of (?:permanent|temporary) failure",
     ),
     ("Yahoo", r"sorry, we were unable to deliver your message|unable to deliver message to"),
-    ("Lotus Notes", r"was not delivered to:|not listed in (?:public )?(?:name & address book|domino)"),
+    (
+        "Lotus Notes",
+        r"was not delivered to:|not listed in (?:public )?(?:name & address book|domino)",
+    ),
     (
         "generic",
         r"could not be delivered|delivery to the following recipients failed|"
@@ -94,20 +99,54 @@ _GENERIC = re.compile(_VENDOR_TEXT[-1][1])
 # Words that decide hard or soft, looked up in lower-cased notice text. Plain substring
 # tests: a regex alternation of these costs ~20 µs a notice, `in` well under one.
 _DELAY_WORDS = (
-    "delayed", "will retry", "will be retried", "warning message only", "not yet been delivered",
-    "still trying", "will continue to try", "will continue trying", "you do not need to resend",
+    "delayed",
+    "will retry",
+    "will be retried",
+    "warning message only",
+    "not yet been delivered",
+    "still trying",
+    "will continue to try",
+    "will continue trying",
+    "you do not need to resend",
 )
 _QUOTA_WORDS = (
-    "quota", "mailbox full", "mailbox is full", "full mailbox", "storage space", "disk space",
-    "diskspace", "insufficient storage", "insufficient system storage", "out of storage",
-    "exceeded storage", "enough space", "enough disk space", "enough storage", "storage limit",
+    "quota",
+    "mailbox full",
+    "mailbox is full",
+    "full mailbox",
+    "storage space",
+    "disk space",
+    "diskspace",
+    "insufficient storage",
+    "insufficient system storage",
+    "out of storage",
+    "exceeded storage",
+    "enough space",
+    "enough disk space",
+    "enough storage",
+    "storage limit",
 )
 _QUOTA = re.compile(r"mailbox.{0,20}\bfull\b|(?<![\d.])[45]\.2\.2(?![\d])")
 _PERMANENT_WORDS = (
-    "permanent", "perm_failure", "fatal error", "given up", "gave up", "user unknown",
-    "unknown user", "no such user", "does not exist", "doesn't exist", "not found",
-    "address rejected", "invalid recipient", "invalid address", "invalid mailbox",
-    "mailbox unavailable", "unrouteable", "no mailbox", "not listed",
+    "permanent",
+    "perm_failure",
+    "fatal error",
+    "given up",
+    "gave up",
+    "user unknown",
+    "unknown user",
+    "no such user",
+    "does not exist",
+    "doesn't exist",
+    "not found",
+    "address rejected",
+    "invalid recipient",
+    "invalid address",
+    "invalid mailbox",
+    "mailbox unavailable",
+    "unrouteable",
+    "no mailbox",
+    "not listed",
 )
 _TEMPORARY_WORDS = ("temporar", "temp_failure", "try again later", "transient", "deferred")
 
@@ -153,7 +192,9 @@ _REASON_INTRO = re.compile(
     r"the error that the other server returned was|remote host said)[ \t]*:?[ \t]*\r?\n",
     re.I,
 )
-_QUOTED_MESSAGE_ID = re.compile(r"^[ \t>]*message-id:[ \t]*<?([^\s<>]+@[^\s<>]+?)>?[ \t]*$", re.I | re.M)
+_QUOTED_MESSAGE_ID = re.compile(
+    r"^[ \t>]*message-id:[ \t]*<?([^\s<>]+@[^\s<>]+?)>?[ \t]*$", re.I | re.M
+)
 _DAEMON_ADDRESS = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon)@", re.I)
 
 
@@ -173,7 +214,9 @@ class Bounce:
 
 def read_bounce(msg: Part, parts: list[Part]) -> Bounce | None:
     """The bounce this message reports, or None when it is not a delivery report."""
-    report = [p for p in parts if p.ctype in ("message/delivery-status", "message/global-delivery-status")]
+    report = [
+        p for p in parts if p.ctype in ("message/delivery-status", "message/global-delivery-status")
+    ]
     is_report = msg.ctype == "multipart/report" and (
         msg.params.get("report-type", "").lower() == "delivery-status"
     )
@@ -208,14 +251,25 @@ def _read_dsn(msg: Part, parts: list[Part], report: list[Part]) -> Bounce | None
     for part in report:
         for block in _BLOCK_SPLIT.split(part.text().strip()):
             fields = parse_header_text(block)
-            if any(k in fields for k in ("final-recipient", "original-recipient", "action", "status")):
+            if any(
+                k in fields for k in ("final-recipient", "original-recipient", "action", "status")
+            ):
                 groups.append(fields)
     if not groups:
         return None
     failed = [g for g in groups if _first(g, "action").lower().startswith(("failed", "delayed"))]
     if not failed:
         if any(_first(g, "action") for g in groups):
-            return Bounce(False, None, None, (), None, None, _original_ids(parts, ""), "RFC 3464 delivery report (delivered)")
+            return Bounce(
+                False,
+                None,
+                None,
+                (),
+                None,
+                None,
+                _original_ids(parts, ""),
+                "RFC 3464 delivery report (delivered)",
+            )
         failed = groups  # a report without Action fields: every group is a failure
     notice = _notice_text(parts)
     recipients = _unique(r for g in failed if (r := _group_recipient(g)))
@@ -286,7 +340,7 @@ def _read_notice(msg: Part, parts: list[Part]) -> Bounce | None:
 
 
 def _severity(*, delayed: bool | None, status: str | None, text: str) -> str:
-    """"hard" or "soft" from the report's action and status, else from its wording.
+    """ "hard" or "soft" from the report's action and status, else from its wording.
 
     `delayed` is the report's own verdict (None: read it from the wording); `text` must be
     lower-cased.
@@ -375,7 +429,16 @@ def _header_recipients(msg: Part) -> list[str]:
 def _text_recipients(msg: Part, notice: str) -> list[str]:
     region = _notice_region(notice)
     own = set()
-    for name in ("from", "to", "cc", "reply-to", "return-path", "delivered-to", "x-original-to", "sender"):
+    for name in (
+        "from",
+        "to",
+        "cc",
+        "reply-to",
+        "return-path",
+        "delivered-to",
+        "x-original-to",
+        "sender",
+    ):
         for value in msg.all(name):
             own.update(addresses(value))
 
@@ -432,7 +495,12 @@ def _text_diagnostic(region: str, recipient: str | None) -> str | None:
 def _original_ids(parts: list[Part], notice: str) -> tuple[str, ...]:
     found: list[str] = []
     for part in parts:
-        if part.ctype in ("message/rfc822", "text/rfc822-headers", "message/global", "message/global-headers"):
+        if part.ctype in (
+            "message/rfc822",
+            "text/rfc822-headers",
+            "message/global",
+            "message/global-headers",
+        ):
             found.extend(part.embedded_message_ids())
     if "essage-" in notice or "ESSAGE-" in notice:  # cheap test before the regex
         found.extend(m[1] for m in _QUOTED_MESSAGE_ID.finditer(notice))

@@ -80,7 +80,9 @@ def classify(raw: bytes, *, received: datetime | None = None) -> Classification:
     try:
         return _classify(raw, received)
     except Exception as exc:  # last line of defence: one bad message must not stop a sync
-        return Classification(InboundKind.OTHER, reason=f"unreadable message ({type(exc).__name__})")
+        return Classification(
+            InboundKind.OTHER, reason=f"unreadable message ({type(exc).__name__})"
+        )
 
 
 def _classify(raw: bytes, received: datetime | None) -> Classification:
@@ -169,9 +171,9 @@ def _thread_ids(msg: Part) -> tuple[str, ...]:
 
 
 def _is_read_receipt(msg: Part, parts: list[Part]) -> bool:
-    if msg.ctype == "multipart/report":
-        if msg.params.get("report-type", "").lower() == "disposition-notification":
-            return True
+    report_type = msg.params.get("report-type", "").lower()
+    if msg.ctype == "multipart/report" and report_type == "disposition-notification":
+        return True
     return any(p.ctype == "message/disposition-notification" for p in parts)
 
 

@@ -41,8 +41,7 @@ for _number, _names in enumerate(
     (
         "monday montag lundi lunes maandag lunedì lunedi segunda-feira",
         "tuesday dienstag mardi martes dinsdag martedì martedi terça-feira",
-        "wednesday mittwoch mercredi miércoles miercoles woensdag mercoledì mercoledi "
-        "quarta-feira",
+        "wednesday mittwoch mercredi miércoles miercoles woensdag mercoledì mercoledi quarta-feira",
         "thursday donnerstag jeudi jueves donderdag giovedì giovedi quinta-feira",
         "friday freitag vendredi viernes vrijdag venerdì venerdi sexta-feira",
         "saturday samstag sonnabend samedi sábado sabado zaterdag sabato",
@@ -69,7 +68,9 @@ def _alternation(words: list[str]) -> str:
         node[""] = {}
 
     def pattern(node: dict) -> str:
-        branches = [re.escape(char) + pattern(child) for char, child in sorted(node.items()) if char]
+        branches = [
+            re.escape(char) + pattern(child) for char, child in sorted(node.items()) if char
+        ]
         if not branches:
             return ""
         body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
@@ -125,7 +126,9 @@ _UNTIL_CUE = re.compile(
 _RANGE_CUE = re.compile(r"\d\S{0,12}(?:\s+[^\s\d]{3,12})?\s*(?:-|–|—|to|au|al|bis|tot|t/m|a)\s*$")
 # "ab dem 05.01.2027 wieder erreichbar": the back word follows the date (German, Dutch)
 _FROM_BEFORE = re.compile(r"\b(?:ab|vanaf|from|op|am|on)(?:\s+(?:dem|den|de))?\s*$")
-_BACK_AFTER = re.compile(r"^[\s,.]*(?:[^\s.,]+\s+){0,3}?(?:wieder|weer|zurück|zurueck|terug|back)\b")
+_BACK_AFTER = re.compile(
+    r"^[\s,.]*(?:[^\s.,]+\s+){0,3}?(?:wieder|weer|zurück|zurueck|terug|back)\b"
+)
 _NEGATION = re.compile(r"\b(?:not|nicht|pas|niet|non)\b[^.]{0,25}$")
 
 

@@ -17,8 +17,41 @@ SEPARATOR = "-----Original Message-----"
 SIGNATURE = "-- "
 
 _BLOCK = frozenset(
-    "address article aside br dd div dl dt footer form h1 h2 h3 h4 h5 h6 header hr li "
-    "main nav ol p pre section table tbody td tfoot th thead tr ul".split()
+    [
+        "address",
+        "article",
+        "aside",
+        "br",
+        "dd",
+        "div",
+        "dl",
+        "dt",
+        "footer",
+        "form",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hr",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "table",
+        "tbody",
+        "td",
+        "tfoot",
+        "th",
+        "thead",
+        "tr",
+        "ul",
+    ]
 )
 _SKIP = frozenset(("style", "script", "head", "title", "xml", "template"))
 # ids and classes that mark where a client put the message being replied to
@@ -69,9 +102,12 @@ class _TextBuilder(HTMLParser):
         if tag == "blockquote":
             self._flush()
             self.quote_depth += 1
-        elif element_id in _QUOTE_IDS or classes & _QUOTE_CLASSES:
-            self._marker(SEPARATOR)
-        elif tag == "div" and _is_reply_header_border(attributes.get("style", "")):
+        elif (
+            element_id in _QUOTE_IDS
+            or classes & _QUOTE_CLASSES
+            or tag == "div"
+            and _is_reply_header_border(attributes.get("style", ""))
+        ):
             self._marker(SEPARATOR)
         elif classes & _SIGNATURE_CLASSES or "data-signatureblock" in attributes:
             self._marker(SIGNATURE)
@@ -122,7 +158,9 @@ class _TextBuilder(HTMLParser):
 def _is_reply_header_border(style: str) -> bool:
     # Outlook and Windows Mail draw a thin top border above "From: ... Sent: ..."
     style = style.replace(" ", "").lower()
-    return "border-top:solid" in style or ("border-top-style:solid" in style and "padding-top" in style)
+    return "border-top:solid" in style or (
+        "border-top-style:solid" in style and "padding-top" in style
+    )
 
 
 def html_to_text(html: str) -> str:

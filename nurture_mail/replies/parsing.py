@@ -267,7 +267,9 @@ def leaves(root: Part) -> list[Part]:
         part = stack.pop()
         if part.ctype.startswith("multipart/") and part.depth < MAX_DEPTH:
             boundary = part.params.get("boundary")
-            chunks = _split_multipart(part.body, boundary.encode("utf-8", "replace")) if boundary else []
+            chunks = (
+                _split_multipart(part.body, boundary.encode("utf-8", "replace")) if boundary else []
+            )
             if chunks:
                 children = []
                 for chunk in chunks:
@@ -340,7 +342,10 @@ def message_ids(value: str | None) -> list[str]:
 
 
 _MONTH_NUMBERS = {
-    m: i for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)
+    m: i
+    for i, m in enumerate(
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1
+    )
 }
 # "Mon, 9 Feb 2009 12:36:39 +0200": the common shape, read without the slow stdlib parser
 _RFC5322_DATE = re.compile(
@@ -358,8 +363,12 @@ def header_date(value: str | None) -> datetime | None:
         try:
             offset = timedelta(hours=int(m[8]), minutes=int(m[9]))
             when = datetime(
-                int(m[3]), _MONTH_NUMBERS[m[2].lower()], int(m[1]),
-                int(m[4]), int(m[5]), int(m[6] or 0),
+                int(m[3]),
+                _MONTH_NUMBERS[m[2].lower()],
+                int(m[1]),
+                int(m[4]),
+                int(m[5]),
+                int(m[6] or 0),
                 tzinfo=timezone(offset if m[7] == "+" else -offset),
             )
             return when.astimezone(UTC)

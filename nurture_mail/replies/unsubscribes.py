@@ -30,7 +30,9 @@ _REQUEST = re.compile(
     r"(?:\s+(?:again|anymore|any\s+more))?[\s.!]*$",
     re.I,
 )
-_REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|aw|sv|vs|antw|odp|fwd?|wg|tr)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
+_REPLY_PREFIX = re.compile(
+    r"^\s*(?:(?:re|aw|sv|vs|antw|odp|fwd?|wg|tr)\s*(?:\[\d+\])?\s*:\s*)+", re.I
+)
 
 
 @dataclass(frozen=True, slots=True)

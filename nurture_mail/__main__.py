@@ -1,0 +1,5 @@
+"""`python -m nurture_mail` = the `nurture` command."""
+
+from .cli import main
+
+main()

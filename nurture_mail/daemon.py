@@ -1,0 +1,184 @@
+"""`nurture run`: the tick on an APScheduler (3.x) timer, plus signals and a graceful stop.
+
+APScheduler only triggers beats; the schedule of emails lives in the database. On SIGTERM or
+SIGINT the daemon stops claiming, finishes the message in flight, records it, hands back
+what it had claimed but not started, and exits 0.
+
+On SQLite only one daemon may run (`DaemonLock`); on PostgreSQL any number share the work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import select
+
+from .database import Database
+from .errors import LockHeld, NurtureError
+from .models import Meta
+
+log = logging.getLogger("nurture.daemon")
+LOCK_KEY = "daemon_lock"
+
+
+@dataclass
+class DaemonLock:
+    """A lease on the SQLite database for one sender at a time (real time, not `--now`)."""
+
+    db: Database
+    owner: str
+    ttl: timedelta
+
+    def acquire(self) -> None:
+        now = datetime.now(UTC)
+        with self.db.sessions.begin() as session:
+            row = session.get(Meta, LOCK_KEY)
+            if row is not None:
+                held = json.loads(row.value)
+                expires = datetime.fromisoformat(held["expires"])
+                if held["owner"] != self.owner and expires > now:
+                    raise LockHeld(
+                        f"another sender holds this SQLite database: pid {held['pid']} on "
+                        f"{held['host']} since {held['since']} (lease until {expires:%H:%M:%S} UTC). "
+                        "Stop it first, or use PostgreSQL to run several daemons."
+                    )
+            value = json.dumps(
+                {
+                    "owner": self.owner,
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "since": now.isoformat(timespec="seconds"),
+                    "expires": (now + self.ttl).isoformat(),
+                }
+            )
+            if row is None:
+                session.add(Meta(key=LOCK_KEY, value=value))
+            else:
+                row.value = value
+
+    def release(self) -> None:
+        with self.db.sessions.begin() as session:
+            row = session.get(Meta, LOCK_KEY)
+            if row is not None and json.loads(row.value)["owner"] == self.owner:
+                session.delete(row)
+
+
+def lock_for(db: Database, owner: str, ttl: timedelta) -> DaemonLock | None:
+    """The single-sender lock where the database needs one (SQLite), else None."""
+    return DaemonLock(db, owner, ttl) if db.dialect == "sqlite" else None
+
+
+def lock_holder(db: Database) -> str | None:
+    with db.sessions() as session:
+        value = session.execute(select(Meta.value).where(Meta.key == LOCK_KEY)).scalar()
+    return value
+
+
+def offset_clock(start: datetime | None) -> Callable[[], datetime]:
+    """Real time, or (with --now) time that starts at `start` and runs at real speed."""
+    if start is None:
+        return lambda: datetime.now(UTC)
+    origin = time.monotonic()
+    return lambda: start + timedelta(seconds=time.monotonic() - origin)
+
+
+class Daemon:
+    """Runs `beat()` every `interval` seconds until stopped by a signal or `stop()`."""
+
+    def __init__(self, beat: Callable[[], None], interval: int, *, extra_jobs: list[tuple[Callable[[], None], int]] = ()):
+        self.beat = beat
+        self.interval = interval
+        self.extra_jobs = list(extra_jobs)
+        self.stopping = threading.Event()
+        self.failure: BaseException | None = None
+
+    def stop(self, *_args) -> None:
+        if not self.stopping.is_set():
+            log.info("stopping: finishing the message in flight")
+        self.stopping.set()
+
+    def _guarded(self, job: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            if self.stopping.is_set():
+                return
+            try:
+                job()
+            except NurtureError as exc:
+                log.error("%s", exc)
+            except BaseException as exc:  # a bug: stop rather than loop on it
+                log.exception("tick failed")
+                self.failure = exc
+                self.stop()
+
+        return run
+
+    def run(self, install_signals: bool = True) -> None:
+        scheduler = BackgroundScheduler(timezone=UTC)
+        first = datetime.now(UTC)
+        scheduler.add_job(
+            self._guarded(self.beat),
+            IntervalTrigger(seconds=self.interval),
+            next_run_time=first,
+            max_instances=1,
+            coalesce=True,
+            id="tick",
+        )
+        for job, seconds in self.extra_jobs:
+            scheduler.add_job(self._guarded(job), IntervalTrigger(seconds=seconds), next_run_time=first, max_instances=1, coalesce=True)
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        scheduler.start()
+        try:
+            while not self.stopping.wait(0.5):
+                pass
+        finally:
+            # Waits for a running beat; the engine sees `stopping` and winds down quickly.
+            scheduler.shutdown(wait=True)
+        if self.failure is not None:
+            raise self.failure
+
+
+def serve_forever(settings, db: Database, clock: Callable[[], datetime], *, owner: str | None = None) -> None:
+    """The daemon proper: lock (SQLite), then beats until a signal; always releases the lock."""
+    from .engine import Engine, new_owner
+    from .transport import make_transport
+    from .workspace import WorkspaceWatcher
+
+    owner = owner or new_owner()
+    lock = lock_for(db, owner, timedelta(seconds=max(3 * settings.tick_seconds, settings.lease_seconds)))
+    if lock is not None:
+        lock.acquire()
+    watcher = WorkspaceWatcher(settings, db)
+    daemon: Daemon
+
+    def beat() -> None:
+        if lock is not None:
+            lock.acquire()  # renew
+        workspace = watcher.current()
+        engine = Engine(
+            settings, db, workspace, make_transport(settings),
+            clock=clock, owner=owner, should_stop=daemon.stopping.is_set,
+        )
+        report = engine.tick(clock())
+        log.info("tick: %s", report.summary())
+
+    daemon = Daemon(beat, settings.tick_seconds)
+    log.info("nurture run: %s, ticking every %ss (owner %s)", db.dialect, settings.tick_seconds, owner)
+    try:
+        daemon.run()
+    finally:
+        if lock is not None:
+            lock.release()
+    log.info("stopped")
