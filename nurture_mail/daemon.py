@@ -47,7 +47,7 @@ class DaemonLock:
             if row is not None:
                 held = json.loads(row.value)
                 expires = datetime.fromisoformat(held["expires"])
-                if held["owner"] != self.owner and expires > now:
+                if held["owner"] != self.owner and expires > now and _alive(held):
                     raise LockHeld(
                         f"another sender holds this SQLite database: pid {held['pid']} on "
                         f"{held['host']} since {held['since']} (lease until {expires:%H:%M:%S} UTC). "
@@ -72,6 +72,19 @@ class DaemonLock:
             row = session.get(Meta, LOCK_KEY)
             if row is not None and json.loads(row.value)["owner"] == self.owner:
                 session.delete(row)
+
+
+def _alive(held: dict) -> bool:
+    """False when the holder was a process on this host that no longer exists (kill -9)."""
+    if held.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(held["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError):
+        return True
+    return True
 
 
 def lock_for(db: Database, owner: str, ttl: timedelta) -> DaemonLock | None:

@@ -324,7 +324,7 @@ def _equals(value: object, forms: EqualityForms) -> bool:
 def _contains(value: object, needle: str) -> bool:
     needle = fold(needle)
     if isinstance(value, str):
-        return needle in value
+        return needle in fold(value)
     if isinstance(value, list | tuple):
         return any(isinstance(item, str) and fold(item) == needle for item in value)
     return False
@@ -361,7 +361,7 @@ def _moment(value: object, op: str, operand: object, now: datetime, field: str) 
         if not isinstance(value, datetime):
             return False
         # The database keeps naive UTC with microseconds; compare at the same precision.
-        instant = _as_instant(value)
+        instant = _as_instant(value).replace(microsecond=0)
         return instant < moment if op == "before" else instant > moment
     if not isinstance(value, str):
         return False

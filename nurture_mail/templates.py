@@ -22,16 +22,10 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from .errors import TemplateError
+from .template_budget import MAX_OUTPUT, BudgetExceeded, bounded
 from .template_layout import BUILTIN_LAYOUT, html_footer, inline_css, text_footer
-from .template_sandbox import (
-    MAX_OUTPUT,
-    BoundedEnvironment,
-    BudgetExceeded,
-    bounded,
-    finalize_markdown,
-    finalize_text,
-    view,
-)
+from .template_sandbox import BoundedEnvironment, finalize_markdown, finalize_text
+from .template_values import view
 
 LAYOUT = "_layout.html"
 _SUFFIXES = (".md", ".html", ".txt")

@@ -31,6 +31,9 @@ REF = date(2026, 12, 18)
         ("I will be available again from 4 January", date(2027, 1, 4)),
         ("Out until Jan 4, back on Jan 5 2027", date(2027, 1, 5)),  # "back" wins
         ("I am on leave through 10 January", date(2027, 1, 11)),
+        # "not back until X" is back on X, not the day after
+        ("I will not return until 01/04/2027.", date(2027, 1, 4)),
+        ("I won't be back until Monday", date(2026, 12, 21)),
         # German
         ("Ich bin bis zum 3. März nicht im Büro.", date(2027, 3, 4)),
         ("Ab dem 05.01.2027 bin ich wieder erreichbar.", date(2027, 1, 5)),

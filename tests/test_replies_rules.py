@@ -137,6 +137,12 @@ def test_dsn_lists_every_failed_recipient():
     assert result.recipients == ("jane.doe@example.com", "bob@example.net")
 
 
+def test_dsn_mixing_a_delay_and_a_failure_reports_the_failure():
+    failure = "\r\nFinal-Recipient: rfc822; bob@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+    result = classify(dsn("delayed", "4.4.7", extra=failure))
+    assert (result.bounce, result.recipient, result.status) == ("hard", "bob@example.net", "5.1.1")
+
+
 def test_dsn_that_reports_delivery_is_not_a_bounce():
     result = classify(dsn("delivered", "2.0.0"))
     assert result.kind is InboundKind.OTHER
@@ -260,6 +266,32 @@ def test_vendor_notice_is_a_hard_bounce_with_recipient(body, sender, subject, ve
     assert result.bounce == "hard"
     assert result.recipient == "jane@example.com"
     assert result.reason.startswith(vendor)
+
+
+def test_exchange_online_html_only_notice():
+    html = (
+        '<p><b>Your message to <a href="mailto:jane@contoso.com">jane@contoso.com</a> '
+        "couldn't be delivered.</b></p><p>jane wasn't found at contoso.com.</p>"
+        "<p>Remote Server returned '550 5.1.10 RESOLVER.ADR.RecipientNotFound'</p>"
+    )
+    raw = build(
+        ("Return-Path", "<>"),
+        (
+            "From",
+            "Microsoft Outlook <MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@contoso.com>",
+        ),
+        ("To", "dana@talent.example"),
+        ("Subject", "Undeliverable: Catching up?"),
+        body=html,
+        content_type="text/html; charset=utf-8",
+    )
+    result = classify(raw)
+    assert (result.kind, result.bounce, result.recipient) == (
+        InboundKind.BOUNCE,
+        "hard",
+        "jane@contoso.com",
+    )
+    assert result.status == "5.1.10"
 
 
 def test_qmail_notice_names_the_quoted_original_and_status():

@@ -338,7 +338,7 @@ json_values = st.one_of(
     st.lists(st.one_of(texts, numbers), max_size=3),
     st.just({"a": 1}),
 )
-moments = st.sampled_from(["1d", "30d", "400d", "12h", "2027-01-01", *DATES[:2]])
+moments = st.sampled_from(["1d", "30d", "400d", "12h", "2027-01-01", "2027-02-20", *DATES[:2]])
 OPERANDS = {
     "eq": scalars,
     "ne": scalars,
@@ -394,8 +394,13 @@ def draw_condition(data: st.DataObject, op: str, pool: list[dict]) -> Condition:
         seen.extend(v for v in (value if isinstance(value, list) else [value]) if v is not None)
     fresh = OPERANDS[op]
     scalar_seen = [v for v in seen if isinstance(v, str | int | float)]
-    if field == "decided_at":
-        operand = data.draw(moments)
+    if op in ("before", "after"):
+        # Instants right at a stored value test strictness and precision.
+        instants = [v.isoformat() for v in seen if isinstance(v, datetime)]
+        instants += [v.replace(microsecond=0).isoformat() for v in seen if isinstance(v, datetime)]
+        instants += [v for v in scalar_seen if isinstance(v, str) and v[:1] == "2"]
+        instants += [v[:10] for v in instants]
+        operand = data.draw(st.one_of(st.sampled_from(instants), moments) if instants else moments)
     elif scalar_seen and op not in ("exists", "before", "after"):
         near = st.sampled_from(scalar_seen).flatmap(_near)
         if op in ("in", "not_in"):

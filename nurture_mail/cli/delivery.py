@@ -57,7 +57,26 @@ def run(app: AppContext):
 @click.pass_obj
 def serve(app: AppContext, host, port):
     """One-click unsubscribe endpoint and report dashboard."""
-    raise NotAvailable("`nurture serve` is not available yet")
+    import uvicorn
+
+    from ..web import create_app, listen
+
+    settings = app.settings
+    host = host or settings.serve_host
+    port = settings.serve_port if port is None else port
+    web_app = create_app(settings, app.db, clock=app.clock)
+    # Bind first, so a busy port is one clean error and --port 0 prints the port it got.
+    sock = listen(host, port)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"nurture serve: http://{shown}:{bound}/ (unsubscribe at /u/..., Ctrl-C to stop)")
+    config = uvicorn.Config(
+        web_app, host=host, port=bound, log_level="info" if app.verbose else "warning"
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 def build_engine(app: AppContext) -> Engine:

@@ -257,18 +257,21 @@ def _read_dsn(msg: Part, parts: list[Part], report: list[Part]) -> Bounce | None
                 groups.append(fields)
     if not groups:
         return None
-    failed = [g for g in groups if _first(g, "action").lower().startswith(("failed", "delayed"))]
+    actions = [_first(g, "action").lower() for g in groups]
+    # a report may mix outcomes per recipient: failures first, then delays
+    failed = [g for g, a in zip(groups, actions, strict=True) if a.startswith("failed")]
+    failed = failed or [g for g, a in zip(groups, actions, strict=True) if a.startswith("delayed")]
     if not failed:
-        if any(_first(g, "action") for g in groups):
+        if any(actions):
             return Bounce(
-                False,
-                None,
-                None,
-                (),
-                None,
-                None,
-                _original_ids(parts, ""),
-                "RFC 3464 delivery report (delivered)",
+                failed=False,
+                severity=None,
+                recipient=None,
+                recipients=(),
+                status=None,
+                diagnostic=None,
+                original_message_ids=_original_ids(parts, ""),
+                reason="RFC 3464 delivery report (delivered)",
             )
         failed = groups  # a report without Action fields: every group is a failure
     notice = _notice_text(parts)

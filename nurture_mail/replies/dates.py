@@ -129,6 +129,10 @@ _FROM_BEFORE = re.compile(r"\b(?:ab|vanaf|from|op|am|on)(?:\s+(?:dem|den|de))?\s
 _BACK_AFTER = re.compile(
     r"^[\s,.]*(?:[^\s.,]+\s+){0,3}?(?:wieder|weer|zurück|zurueck|terug|back)\b"
 )
+_NOT_BACK_UNTIL = re.compile(
+    r"(?:\bnot|n't)\s+(?:be\s+)?(?:back|return(?:ing)?|in\s+(?:the\s+)?office|available)"
+    r"(?:\s+(?:to|in)\s+(?:the\s+)?(?:office|work))?\s+(?:until|till|before)[\s,]*$"
+)
 _NEGATION = re.compile(r"\b(?:not|nicht|pas|niet|non)\b[^.]{0,25}$")
 
 
@@ -167,6 +171,8 @@ def parse_return_date(text: str, reference: date) -> date | None:
 
 
 def _meaning(before: str, after: str) -> str | None:
+    if _NOT_BACK_UNTIL.search(before):
+        return "back"  # "will not return until 4 January" means back on the 4th
     if _BACK_CUE.search(before) and not _NEGATION.search(before[-45:]):
         return "back"
     if _FROM_BEFORE.search(before) and _BACK_AFTER.search(after):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import binascii
 import codecs
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from email.header import decode_header
@@ -386,10 +385,3 @@ def header_date(value: str | None) -> datetime | None:
         return when.astimezone(UTC)
     except (OverflowError, ValueError):
         return None
-
-
-def iter_text_parts(root: Part) -> Iterator[Part]:
-    """Inline text/plain and text/html leaves outside any embedded message."""
-    for part in leaves(root):
-        if part.ctype in ("text/plain", "text/html") and not part.is_attachment:
-            yield part

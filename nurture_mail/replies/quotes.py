@@ -49,6 +49,7 @@ _FROM_LINE = re.compile(rf"^\s*\*{{0,2}}(?:{_FROM_LABELS})\s*\*{{0,2}}\s*:", re.
 _HEADER_LINE = re.compile(
     rf"^\s*\*{{0,2}}(?:{_FROM_LABELS}|{_OTHER_LABELS})\s*\*{{0,2}}\s*:", re.IGNORECASE
 )
+_DIGIT_OR_AT = re.compile(r"[\d@]")
 _RULE = re.compile(r"^\s*[-_=*~]{3,}\s*$")
 _MOBILE_SIGNATURE = re.compile(
     r"^\s*(?:sent\s+(?:from|via|with|using)\s+(?:my\s+|the\s+)?\w|get\s+outlook\s+for\s|"
@@ -156,7 +157,8 @@ def _attribution_span(lines: list[str], i: int) -> int:
             break
         if size > 1 and not _ATTRIBUTION_START.match(joined):
             continue
-        if _ATTRIBUTION.search(joined) and (re.search(r"\d|@", joined) or size == 1):
+        # one line ending in "wrote:" is enough; a wrapped one must carry a date or address
+        if _ATTRIBUTION.search(joined) and (size == 1 or _DIGIT_OR_AT.search(joined)):
             return size
         if _DATED_ADDRESS.search(joined) and _quote_follows(lines, end):
             return size

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..candidates import CandidateRecord
@@ -397,3 +398,38 @@ def forget(db: Database, email: str, now: datetime) -> bool:
         session.execute(update(Suppression).where(Suppression.email == email).values(email=None))
         session.add(Event(at=stamp, kind="forgotten", detail={}))
         return cid is not None
+
+
+# --- unsubscribe links (`nurture serve`) ------------------------------------------------------
+
+
+def token_holder(db: Database, token_key: str) -> tuple[str, str | None] | None:
+    """(address, suppression reason or None) of the candidate behind an unsubscribe token key;
+    None when no candidate holds it (never issued, or the person was forgotten)."""
+    with db.sessions() as session:
+        email = session.execute(
+            select(Candidate.email).where(Candidate.token_key == token_key)
+        ).scalar_one_or_none()
+        return None if email is None else (email, is_suppressed(session, db, email))
+
+
+def unsubscribe_token_key(db: Database, token_key: str, now: datetime) -> bool | None:
+    """Unsubscribe the candidate behind a token key: True if newly suppressed, False if it
+    already was (no new event; pending steps are cancelled all the same), None if no candidate
+    holds the key. Safe to repeat and to race: a concurrent winner makes this one a no-op."""
+    for attempt in (1, 2):
+        try:
+            with db.sessions.begin() as session:
+                row = session.execute(
+                    select(Candidate.id, Candidate.email).where(Candidate.token_key == token_key)
+                ).one_or_none()
+                if row is None:
+                    return None
+                if is_suppressed(session, db, row.email) is None:
+                    return suppress(session, db, row.email, "unsubscribed", now)
+                end_enrollments(session, [row.id], "unsubscribed", naive(now))
+                return False
+        except IntegrityError:  # another request inserted the suppression first
+            if attempt == 2:
+                raise
+    return False

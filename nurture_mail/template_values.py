@@ -1,0 +1,113 @@
+"""What templates see of the data they are given, and how values are made inert.
+
+Owns `Record` (attribute access to mappings, missing keys undefined), the undefined type
+that names the missing path, and the cleaning/escaping applied to every output value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from jinja2 import StrictUndefined
+
+_CONTROL_EXCEPT_NL_TAB = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CRLF = re.compile(r"\r\n?")
+_MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
+_MD_SPACE = re.compile(r"\s+")
+
+
+def clean_text(value: str) -> str:
+    """Text-part cleaning: drop control characters except newline and tab."""
+    if value.isprintable():
+        return value
+    return _CONTROL_EXCEPT_NL_TAB.sub("", _CRLF.sub("\n", value))
+
+
+def markdown_escape(value: str) -> str:
+    """Make `value` literal text in CommonMark, whatever it contains.
+
+    Every ASCII punctuation character is backslash-escaped (CommonMark allows it for all of
+    them), which neutralises emphasis, links, autolinks, raw HTML, entities, code spans and
+    list/heading/quote markers. Whitespace runs collapse so a value cannot end a paragraph,
+    indent a code block or add a hard line break; HTML shows collapsed whitespace anyway.
+    """
+    value = clean_text(value)
+    value = _MD_SPACE.sub(lambda m: "\n" if "\n" in m.group() else " ", value)
+    return _MD_PUNCT.sub(r"\\\1", value)
+
+
+def plain(value: Any) -> str:
+    """`value` as a plain str: a Markup that reaches a guard from outside is not trusted."""
+    return str.__str__(value) if isinstance(value, str) else str(value)
+
+
+class Record:
+    """A read-only view of a mapping for templates: `candidate.first_name`.
+
+    Keys win over any method name (no `.items` surprise), a missing key is undefined (so
+    StrictUndefined reports it unless `| default` is used), nested mappings are Records too,
+    and strings come out as plain `str`, never as a trusted `Markup`.
+    """
+
+    __slots__ = ("_name", "_data")
+
+    def __init__(self, name: str, data: Mapping[str, Any]):
+        self._name = name
+        self._data = data
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __getitem__(self, key: str) -> Any:
+        return _view(f"{self._name}.{key}", self._data[key])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"<{self._name}>"
+
+    # Underscore names: invisible to templates (sandbox) and never shadow a field.
+    def _raw_values(self) -> list[Any]:
+        return [*self._data.keys(), *self._data.values()]
+
+
+def _view(name: str, value: Any) -> Any:
+    if type(value) is str:
+        return value
+    if isinstance(value, str):
+        return plain(value)
+    if isinstance(value, Mapping):
+        return Record(name, value)
+    if isinstance(value, list | tuple):
+        return tuple(_view(name, item) for item in value)
+    return value
+
+
+def view(name: str, value: Any) -> Any:
+    """Wrap one top-level context value (`candidate`, `company`, ...) for templates."""
+    return _view(name, value)
+
+
+class PathUndefined(StrictUndefined):
+    """StrictUndefined whose message names the path: `'candidate.nickname' is undefined`."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        obj = self._undefined_obj
+        if isinstance(obj, Record) and self._undefined_hint is None:
+            return f"'{obj._name}.{self._undefined_name}' is undefined"
+        return super()._undefined_message
