@@ -124,3 +124,14 @@ def test_init_creates_the_workspace(tmp_path, run_cli):
         assert (tmp_path / "new" / rel).is_file()
     again = run_cli("init", str(tmp_path / "new"))
     assert "kept" in again.stdout
+
+
+def test_demo_runs_end_to_end_through_smtp(run_cli, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("demo")
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "imported 20 candidates" in out
+    received = int(re.search(r"the SMTP server received (\d+) messages", out).group(1))
+    assert received > 20
+    assert "duplicates at the server: 0" in out
