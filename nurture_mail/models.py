@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -199,8 +200,9 @@ class MailboxState(Base):
     __tablename__ = "mailbox_state"
 
     mailbox: Mapped[str] = mapped_column(String(500), primary_key=True)
-    uidvalidity: Mapped[int] = mapped_column(Integer)
-    last_uid: Mapped[int] = mapped_column(Integer, default=0)
+    # IMAP UIDVALIDITY and UIDs are unsigned 32-bit: beyond PostgreSQL's INTEGER.
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Suppression(Base):

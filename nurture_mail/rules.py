@@ -361,7 +361,7 @@ def _moment(value: object, op: str, operand: object, now: datetime, field: str) 
         if not isinstance(value, datetime):
             return False
         # The database keeps naive UTC with microseconds; compare at the same precision.
-        instant = _as_instant(value).replace(microsecond=0)
+        instant = _as_instant(value)
         return instant < moment if op == "before" else instant > moment
     if not isinstance(value, str):
         return False

@@ -42,7 +42,7 @@ from .errors import NurtureError
 from .models import Campaign
 from .models import Send as SendRow
 from .store import pool
-from .unsubscribe import read_token
+from .unsubscribe import make_token, read_token
 from .workspace import unsubscribe_secret
 
 SECURITY_HEADERS = {
@@ -111,8 +111,11 @@ def create_app(settings: Settings, db: Database, *, clock: Callable[[], datetime
     company = escape(settings.company_name)
 
     def token_key(request: Request) -> str:
-        key = read_token(secret, request.path_params["token"])
-        if key is None:
+        token = request.path_params["token"]
+        key = read_token(secret, token)
+        # Only the canonical spelling: base64 leaves spare bits in the last character (and
+        # tolerates padding), so several strings decode to one genuine token.
+        if key is None or not hmac.compare_digest(make_token(secret, key), token):
             raise HTTPException(status_code=404)
         return key
 

@@ -13,12 +13,12 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from sqlalchemy import func, select
-from starlette.testclient import TestClient
 
 from nurture_mail.config import load_settings
 from nurture_mail.database import open_database
@@ -31,6 +31,10 @@ from nurture_mail.web import create_app, mask_address
 
 from .conftest import NOW
 from .delivery_env import DeliveryEnv
+
+with warnings.catch_warnings():  # starlette 1.x nudges towards httpx2; httpx is what we have
+    warnings.filterwarnings("ignore", message=".*httpx2.*")
+    from starlette.testclient import TestClient
 
 SECRET = "web-test-secret"
 CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"

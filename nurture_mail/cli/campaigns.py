@@ -7,7 +7,7 @@ import click
 from ..errors import NotAvailable
 from . import cli
 from .context import AppContext
-from .output import format_option
+from .output import emit_rows, format_option
 
 
 @cli.command()
@@ -35,4 +35,21 @@ def preview(app: AppContext, campaign, step, candidate, html):
 @click.pass_obj
 def plan(app: AppContext, campaign, days, fmt):
     """Upcoming sends (who, which step, when in UTC and local time); changes nothing."""
-    raise NotAvailable("`nurture plan` is not available yet")
+    from ..planning import plan_workspace
+    from ..workspace import load_workspace
+
+    workspace = load_workspace(app.settings, app.db)
+    if campaign:
+        workspace.campaign(campaign)  # a clear error for an unknown id
+    now = app.clock()
+    newcomers, planned = plan_workspace(
+        app.db, workspace, {campaign} if campaign else set(), now=now, days=days,
+        default_timezone=app.settings.default_timezone,
+    )
+    if fmt == "table":
+        for cid, count in newcomers.items():
+            click.echo(f"{cid}: {count} candidate(s) would be enrolled now", err=True)
+    rows = (p.as_dict() for p in planned)
+    count = emit_rows(rows, ("send_at", "local_time", "campaign", "step", "variant", "email"), fmt)
+    if fmt == "table":
+        click.echo(f"{count} send(s) in the next {days} day(s) from {now:%Y-%m-%d %H:%M} UTC", err=True)

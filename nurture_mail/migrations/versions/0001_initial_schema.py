@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 23:38:24.398067
+Create Date: 2026-11-21 23:52:24.826324
 """
 
 import sqlalchemy as sa
@@ -50,8 +50,8 @@ def upgrade() -> None:
 
     op.create_table('mailbox_state',
     sa.Column('mailbox', sa.String(length=500), nullable=False),
-    sa.Column('uidvalidity', sa.Integer(), nullable=False),
-    sa.Column('last_uid', sa.Integer(), nullable=False),
+    sa.Column('uidvalidity', sa.BigInteger(), nullable=False),
+    sa.Column('last_uid', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('mailbox')
     )
     op.create_table('meta',

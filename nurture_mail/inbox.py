@@ -1,0 +1,364 @@
+"""Where inbound mail comes from: IMAP folders, an mbox file, a Maildir, single .eml files.
+
+Every source is read-only. IMAP folders are opened with EXAMINE (`readonly=True`) and bodies
+fetched with `BODY.PEEK[]`, so no flag changes, and nothing here ever stores flags, moves,
+expunges or deletes. Maildir files are read where they lie (never renamed from new/ to cur/).
+
+A source yields `Batch`es of `Fetched` messages. A batch may carry a `Position` (IMAP: the
+folder's UIDVALIDITY and the highest UID in the batch) that the caller stores in the same
+transaction as the messages, so a crash re-reads at most one batch and dedupe absorbs it.
+File sources have no position: re-reading them is harmless because the caller skips keys it
+already stored before classifying anything.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import socket
+import ssl
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+from .errors import ConfigError, NurtureError
+
+BATCH = 200
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+class InboxError(NurtureError):
+    """A source cannot be read (connection, login, missing folder or file)."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One raw message and where it came from."""
+
+    source: str  # the folder or file key, e.g. "imap://dana@imap.example:993/INBOX"
+    uid: str  # IMAP UID, Maildir key, mbox index or file name
+    raw: bytes
+    received: datetime | None = None  # delivery time if the source knows it (aware UTC)
+
+
+@dataclass(frozen=True)
+class Position:
+    """An incremental sync position to store with a batch (IMAP)."""
+
+    mailbox: str
+    uidvalidity: int
+    last_uid: int
+
+
+@dataclass
+class Batch:
+    messages: list[Fetched]
+    position: Position | None = None
+
+
+# Looks up a stored position: mailbox key -> (uidvalidity, last_uid) or None.
+Positions = Callable[[str], "tuple[int, int] | None"]
+
+
+class Inbox(Protocol):
+    """A read-only source of raw messages."""
+
+    label: str  # for reports and errors; never contains a password
+
+    def batches(self, positions: Positions) -> Iterator[Batch]: ...
+
+    def close(self) -> None: ...
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- IMAP -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImapTarget:
+    """An IMAP URL, parsed: imaps://user:pass@host:port/FOLDER or imap://... (STARTTLS)."""
+
+    implicit_tls: bool
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    folder: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> ImapTarget:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"imap url: {exc}") from None
+        if parts.scheme not in ("imap", "imaps"):
+            raise ConfigError(
+                f"imap url must start with imaps:// or imap://, got {parts.scheme or 'nothing'!r}"
+            )
+        if not parts.hostname:
+            raise ConfigError("imap url has no host")
+        if parts.username is None:
+            raise ConfigError("imap url has no user: imaps://user:password@host/INBOX")
+        implicit = parts.scheme == "imaps"
+        folder = unquote(parts.path.lstrip("/")) or None
+        return cls(
+            implicit_tls=implicit,
+            host=parts.hostname,
+            port=port or (993 if implicit else 143),
+            username=unquote(parts.username),
+            password=unquote(parts.password or ""),
+            folder=folder,
+        )
+
+    def key(self, folder: str) -> str:
+        """The MailboxState key of a folder: no password, user and host lower-cased."""
+        scheme = "imaps" if self.implicit_tls else "imap"
+        return f"{scheme}://{self.username.lower()}@{self.host.lower()}:{self.port}/{folder}"
+
+    @property
+    def label(self) -> str:
+        scheme = "imaps" if self.implicit_tls else "imap"
+        return f"{scheme}://{self.username}@{self.host}:{self.port}"
+
+
+class ImapInbox:
+    """Folders of one IMAP account, read incrementally by (UIDVALIDITY, last UID)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        folders: Sequence[str] = (),
+        starttls: str = "required",
+        timeout: float = 60.0,
+        batch_size: int = BATCH,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
+        self.target = ImapTarget.parse(url)
+        wanted = ([self.target.folder] if self.target.folder else []) + list(folders)
+        self.folders = list(dict.fromkeys(wanted)) or ["INBOX"]
+        if starttls not in ("required", "off"):
+            raise ConfigError(f"[imap] starttls must be 'required' or 'off', got {starttls!r}")
+        if (
+            starttls == "off"
+            and not self.target.implicit_tls
+            and self.target.host.lower() not in LOCAL_HOSTS
+        ):
+            raise ConfigError(
+                f"[imap] starttls = \"off\" sends the password in clear text; it is allowed only "
+                f"for a server on localhost, not {self.target.host}"
+            )
+        self.starttls = starttls
+        self.timeout = timeout
+        self.batch_size = max(1, batch_size)
+        self.ssl_context = ssl_context
+        self.label = self.target.label
+        self._client = None
+
+    # -- connection -------------------------------------------------------------------------
+    def _connect(self):
+        from imapclient import IMAPClient
+        from imapclient.exceptions import IMAPClientError, LoginError
+
+        t = self.target
+        context = self.ssl_context or ssl.create_default_context()
+        try:
+            client = IMAPClient(
+                t.host, port=t.port, ssl=t.implicit_tls, ssl_context=context, timeout=self.timeout
+            )
+        except (OSError, IMAPClientError) as exc:
+            raise InboxError(f"{self.label}: cannot connect: {_reason(exc)}") from None
+        try:
+            if not t.implicit_tls and self.starttls == "required":
+                if not client.has_capability("STARTTLS"):
+                    raise InboxError(
+                        f"{self.label}: the server does not offer STARTTLS; refusing to send the "
+                        "password in clear text (use imaps://, or [imap] starttls = \"off\" for "
+                        "a server on localhost)"
+                    )
+                client.starttls(context)
+            client.login(t.username, t.password)
+        except LoginError as exc:
+            _quietly(client.logout)
+            raise InboxError(f"{self.label}: login failed: {_reason(exc)}") from None
+        except InboxError:
+            _quietly(client.shutdown)
+            raise
+        except (OSError, IMAPClientError) as exc:
+            _quietly(client.shutdown)
+            raise InboxError(f"{self.label}: {_reason(exc)}") from None
+        return client
+
+    def close(self) -> None:
+        if self._client is not None:
+            _quietly(self._client.logout)
+            self._client = None
+
+    # -- reading ----------------------------------------------------------------------------
+    def batches(self, positions: Positions) -> Iterator[Batch]:
+        from imapclient.exceptions import IMAPClientError
+
+        if self._client is None:
+            self._client = self._connect()
+        client = self._client
+        for folder in self.folders:
+            key = self.target.key(folder)
+            try:
+                yield from self._folder(client, folder, key, positions)
+            except (OSError, IMAPClientError) as exc:
+                raise InboxError(f"{self.label}/{folder}: {_reason(exc)}") from None
+
+    def _folder(self, client, folder: str, key: str, positions: Positions) -> Iterator[Batch]:
+        info = client.select_folder(folder, readonly=True)  # EXAMINE: a read-only session
+        uidvalidity = int(info[b"UIDVALIDITY"])
+        stored = positions(key)
+        last = 0
+        if stored is not None and stored[0] == uidvalidity:
+            last = stored[1]
+        # A changed UIDVALIDITY means the old UIDs mean nothing: read the folder from UID 1;
+        # messages already stored are recognised by their dedupe key and counted once.
+        exists = int(info.get(b"EXISTS", 1))
+        uids = sorted(u for u in client.search(["UID", f"{last + 1}:*"]) if u > last) if exists else []
+        if not uids:
+            if stored != (uidvalidity, last):
+                yield Batch([], Position(key, uidvalidity, last))
+            return
+        for chunk in _chunks(uids, self.batch_size):
+            data = client.fetch(list(chunk), ["BODY.PEEK[]", "INTERNALDATE"])
+            messages = []
+            for uid in chunk:
+                item = data.get(uid)
+                if item is None:  # expunged meanwhile
+                    continue
+                raw = item.get(b"BODY[]")
+                if raw is None:
+                    continue
+                messages.append(
+                    Fetched(key, str(uid), bytes(raw), _utc(item.get(b"INTERNALDATE")))
+                )
+            yield Batch(messages, Position(key, uidvalidity, max(chunk)))
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:  # imapclient normalises to local time without a zone
+        moment = moment.astimezone()
+    return moment.astimezone(UTC)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    text = str(exc)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return text or type(exc).__name__
+
+
+def _quietly(action: Callable[[], object]) -> None:
+    try:
+        action()
+    except Exception:  # closing a broken connection: nothing left to do
+        pass
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+class MaildirInbox:
+    """A Maildir directory (new/ and cur/), read in place."""
+
+    def __init__(self, path: str | os.PathLike, *, batch_size: int = BATCH):
+        self.path = Path(path)
+        self.label = f"maildir:{self.path}"
+        self.batch_size = max(1, batch_size)
+
+    def _files(self) -> list[Path]:
+        if not self.path.is_dir():
+            raise InboxError(f"{self.label}: no such directory")
+        subdirs = [self.path / d for d in ("new", "cur") if (self.path / d).is_dir()]
+        if not subdirs:
+            raise InboxError(f"{self.label}: not a Maildir (no new/ or cur/)")
+        files: list[Path] = []
+        for sub in subdirs:
+            with os.scandir(sub) as entries:
+                files.extend(Path(e.path) for e in entries if not e.name.startswith(".") and e.is_file())
+        return sorted(files, key=lambda p: p.name)
+
+    def batches(self, positions: Positions) -> Iterator[Batch]:
+        for chunk in _chunks(self._files(), self.batch_size):
+            messages = []
+            for path in chunk:
+                try:
+                    raw = path.read_bytes()
+                except FileNotFoundError:  # moved by a mail client meanwhile (new/ -> cur/)
+                    continue
+                messages.append(Fetched(self.label, path.name.split(":2,", 1)[0], raw))
+            yield Batch(messages)
+
+    def close(self) -> None:
+        pass
+
+
+class MboxInbox:
+    """One mbox file."""
+
+    def __init__(self, path: str | os.PathLike, *, batch_size: int = BATCH):
+        self.path = Path(path)
+        self.label = f"mbox:{self.path}"
+        self.batch_size = max(1, batch_size)
+
+    def batches(self, positions: Positions) -> Iterator[Batch]:
+        if not self.path.is_file():
+            raise InboxError(f"{self.label}: no such file")
+        box = mailbox.mbox(self.path, create=False)
+        try:
+            keys = list(box.iterkeys())
+            for chunk in _chunks(keys, self.batch_size):
+                yield Batch([Fetched(self.label, str(k), box.get_bytes(k)) for k in chunk])
+        finally:
+            box.close()
+
+    def close(self) -> None:
+        pass
+
+
+class FilesInbox:
+    """Single .eml files."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], *, batch_size: int = BATCH):
+        self.paths = [Path(p) for p in paths]
+        self.label = "files"
+        self.batch_size = max(1, batch_size)
+
+    def batches(self, positions: Positions) -> Iterator[Batch]:
+        for chunk in _chunks(self.paths, self.batch_size):
+            messages = []
+            for path in chunk:
+                try:
+                    raw = path.read_bytes()
+                except OSError as exc:
+                    raise InboxError(f"{path}: {exc.strerror or exc}") from None
+                messages.append(Fetched(f"file:{path.parent}", path.name, raw))
+            yield Batch(messages)
+
+    def close(self) -> None:
+        pass
+
+
+def imap_from_settings(settings, url: str | None = None) -> ImapInbox | None:
+    """The configured IMAP account ([imap] url and folders), or an explicit URL."""
+    imap = settings.imap
+    chosen = url or (imap.url.reveal() if imap.url else None)
+    if not chosen:
+        return None
+    return ImapInbox(chosen, folders=imap.folders, starttls=imap.starttls)

@@ -1,0 +1,156 @@
+"""`nurture plan`: a forecast of upcoming sends, made by the same pure functions the sender
+uses (`sequencing`, `schedule`, `rules`), over the queue as it stands. No side effects.
+
+The forecast walks events in time order: each queued row, each enrollment waiting for its next
+step, and each candidate the audience would enrol now. At each send it applies the window and
+the daily cap (`DailyCounter.place`), `only_if` (a skipped step is not listed, the sequence
+goes on), then schedules the next step from that send, as the engine does when it records it.
+Candidates who will only match the audience later (a `before: 14d` that becomes true next
+week) are not foreseen.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+
+from .campaigns import Campaign, Step
+from .rules import evaluate
+from .schedule import DailyCounter, cap_zone_for, day_key, zone_for
+from .sequencing import next_step, schedule_step
+from .store.forecast import Track
+
+
+@dataclass(frozen=True)
+class PlannedSend:
+    campaign: str
+    step: str
+    variant: str | None
+    email: str
+    send_at: datetime  # UTC
+    local_time: datetime  # in the zone the window applies to
+
+    def as_dict(self) -> dict:
+        return {
+            "campaign": self.campaign,
+            "step": self.step,
+            "variant": self.variant,
+            "email": self.email,
+            "send_at": self.send_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "local_time": self.local_time.isoformat(timespec="minutes"),
+        }
+
+
+@dataclass(order=True)
+class _Event:
+    at: datetime
+    seq: int
+    step: Step
+    variant: str | None
+    track: Track
+    done: frozenset[str]
+    zone: object
+
+
+def forecast(
+    campaign: Campaign,
+    tracks: Iterable[Track],
+    *,
+    now: datetime,
+    until: datetime,
+    default_timezone: str,
+    sent_today: int = 0,
+) -> Iterator[PlannedSend]:
+    """Upcoming sends of one campaign between now and `until`, in time order."""
+    if campaign.status != "active":
+        return
+    policy = campaign.schedule
+    cap_zone = cap_zone_for(policy, default_timezone)
+    counter = DailyCounter(policy.max_per_day, {day_key(now, cap_zone): sent_today})
+    seq = itertools.count()
+    heap: list[_Event] = []
+    for track in tracks:
+        cand = track.candidate
+        zone = zone_for(policy, cand.get("timezone"), default_timezone)
+        if track.pending_step is not None:
+            step = campaign.step(track.pending_step)
+            if step is None:
+                continue  # a removed step: cancelled by the next tick, then the next step
+            at = max(track.pending_due, now)
+            heapq.heappush(heap, _Event(at, next(seq), step, track.pending_variant, track, track.done, zone))
+            continue
+        step = next_step(campaign, track.done)
+        if step is None:
+            continue
+        due = schedule_step(campaign, step, anchor=track.anchor, candidate_key=cand["email"], candidate_timezone=cand.get("timezone"),
+                            default_timezone=default_timezone)
+        at = max(due.due_at, now)
+        heapq.heappush(heap, _Event(at, next(seq), step, due.variant, track, track.done, zone))
+
+    while heap:
+        event = heapq.heappop(heap)
+        if event.at > until:
+            break
+        # The engine claims a row when due and places it in the window and under the cap.
+        slot = counter.place(event.at, policy, event.zone, cap_zone)
+        if slot > until:
+            continue
+        cand = event.track.candidate
+        done = event.done | {event.step.id}
+        if not (event.step.only_if and not evaluate(event.step.only_if, cand, slot)):
+            yield PlannedSend(
+                campaign=campaign.id,
+                step=event.step.id,
+                variant=event.variant,
+                email=cand["email"],
+                send_at=slot,
+                local_time=slot.astimezone(event.zone),
+            )
+        following = next_step(campaign, done)
+        if following is None:
+            continue
+        due = schedule_step(campaign, following, anchor=slot, candidate_key=cand["email"],
+                            candidate_timezone=cand.get("timezone"), default_timezone=default_timezone)
+        heapq.heappush(heap, _Event(due.due_at, next(seq), following, due.variant, event.track, done, event.zone))
+
+
+def day_bounds(now: datetime, campaign: Campaign, default_timezone: str) -> tuple[datetime, datetime]:
+    zone = cap_zone_for(campaign.schedule, default_timezone)
+    today = day_key(now, zone)
+    start = datetime.combine(today, time(0), tzinfo=zone)
+    return start, start + timedelta(days=1)
+
+
+__all__ = ["PlannedSend", "day_bounds", "forecast"]
+
+
+def plan_workspace(db, workspace, campaign_ids, *, now: datetime, days: int, default_timezone: str):
+    """(would-be-enrolled counts per campaign, planned sends in time order) for the CLI."""
+    from .segments import audience_clause
+    from .store import forecast as reads
+
+    until = now + timedelta(days=days)
+    newcomers: dict[str, int] = {}
+    streams = []
+    with db.sessions() as session:
+        for campaign in workspace.campaigns:
+            if campaign_ids and campaign.id not in campaign_ids:
+                continue
+            if campaign.status != "active":
+                newcomers[campaign.id] = 0
+                continue
+            tracks = list(reads.enrolled_tracks(session, campaign.id))
+            fresh = [
+                Track(candidate=c, done=frozenset(), anchor=now)
+                for c in reads.would_enrol(session, campaign.id, audience_clause(campaign.audience, now))
+            ]
+            newcomers[campaign.id] = len(fresh)
+            start, end = day_bounds(now, campaign, default_timezone)
+            sent = reads.sent_count(session, campaign.id, start, end)
+            streams.append(list(forecast(campaign, tracks + fresh, now=now, until=until,
+                                         default_timezone=default_timezone, sent_today=sent)))
+    merged = list(heapq.merge(*streams, key=lambda p: (p.send_at, p.campaign, p.email)))
+    return newcomers, merged
