@@ -7,18 +7,27 @@ zones, operators, duplicate ids, missing templates), each as ``file:line: messag
 
 from __future__ import annotations
 
-import functools
-import re
-import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
 from types import MappingProxyType
 
 import yaml
 
+from nurture_mail.campaign_values import (
+    SLUG,
+    VARIANT_ID,
+    parse_days,
+    parse_hours,
+    parse_max_per_day,
+    parse_skip_dates,
+    parse_timezone,
+    parse_weight,
+    slug_message,
+    slugify,
+)
 from nurture_mail.campaign_yaml import NodeReader, compose, describe, line, peek
 from nurture_mail.durations import parse_duration
 from nurture_mail.errors import CampaignError
@@ -55,14 +64,6 @@ _TAG_KEYS = ("any", "all", "none")
 _SCHEDULE_KEYS = ("timezone", "days", "hours", "skip_dates", "max_per_day")
 _STEP_KEYS = ("id", "wait", "template", "subject", "variants", "only_if")
 _VARIANT_KEYS = ("id", "weight", "subject", "template")
-
-# Ids end up in URLs, Message-IDs and database keys (String(100)).
-_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}", re.ASCII)
-_VARIANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,49}", re.ASCII)
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_HOURS = re.compile(r"\s*([0-9]{1,2}):([0-9]{2})\s*-\s*([0-9]{1,2}):([0-9]{2})\s*", re.ASCII)
-_DAY_MINUTES = 24 * 60
 
 
 @dataclass(frozen=True)
@@ -224,17 +225,17 @@ class _CampaignParser:
     def _id(self, entry: tuple[yaml.Node, yaml.Node] | None) -> str | None:
         if entry is None:
             stem = self.path.stem
-            if not _SLUG.fullmatch(stem):
+            if not SLUG.fullmatch(stem):
                 self.r.fail(
                     1,
                     f"campaign id {stem!r} (the file name) must be a slug (lowercase letters, "
-                    f"digits, '-' and '_'): set 'id: {_slugify(stem)}' or rename the file",
+                    f"digits, '-' and '_'): set 'id: {slugify(stem)}' or rename the file",
                 )
                 return None
             return stem
         value = self.r.text(entry[1], "id")
-        if value is not None and not _SLUG.fullmatch(value):
-            self.r.fail(entry[1], _slug_message("campaign id", value))
+        if value is not None and not SLUG.fullmatch(value):
+            self.r.fail(entry[1], slug_message("campaign id", value))
             return None
         return value
 
@@ -284,10 +285,11 @@ class _CampaignParser:
         values = self.r.texts(node, "exit_when") if not _is_empty_list(node) else ()
         if values is None:
             return None
-        bad = [v for v in values if v not in EXIT_REASONS]
-        for value in bad:
+        item_nodes = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        bad = [(v, n) for v, n in zip(values, item_nodes, strict=True) if v not in EXIT_REASONS]
+        for value, item_node in bad:
             hint = suggest(value, EXIT_REASONS) or f" (expected {', '.join(EXIT_REASONS)})"
-            self.r.fail(node, f"unknown exit_when value {value!r}{hint}")
+            self.r.fail(item_node, f"unknown exit_when value {value!r}{hint}")
         return None if bad else frozenset(values)
 
     # --- audience ---------------------------------------------------------------------------
@@ -369,11 +371,11 @@ class _CampaignParser:
         before = len(r.errors)
         policy: dict[str, object] = {}
         parsers = {
-            "timezone": _timezone,
-            "days": _days,
-            "hours": _hours,
-            "skip_dates": _skip_dates,
-            "max_per_day": _max_per_day,
+            "timezone": parse_timezone,
+            "days": parse_days,
+            "hours": parse_hours,
+            "skip_dates": parse_skip_dates,
+            "max_per_day": parse_max_per_day,
         }
         for key, (_, value_node) in keys.items():
             policy[key] = r.checked(value_node, parsers[key])
@@ -426,8 +428,8 @@ class _CampaignParser:
         step_id = None
         if "id" in keys:
             step_id = r.text(keys["id"][1], "id")
-            if step_id is not None and not _SLUG.fullmatch(step_id):
-                r.fail(keys["id"][1], _slug_message("step id", step_id))
+            if step_id is not None and not SLUG.fullmatch(step_id):
+                r.fail(keys["id"][1], slug_message("step id", step_id))
         wait = r.checked(keys["wait"][1], parse_duration) if "wait" in keys else None
         template = self._template(keys["template"][1]) if "template" in keys else None
         subject = r.text(keys["subject"][1], "subject") if "subject" in keys else None
@@ -478,7 +480,7 @@ class _CampaignParser:
                 continue
             id_node = keys["id"][1]
             variant_id = r.value(id_node)
-            if not isinstance(variant_id, str) or not _VARIANT_ID.fullmatch(variant_id):
+            if not isinstance(variant_id, str) or not VARIANT_ID.fullmatch(variant_id):
                 r.fail(
                     id_node,
                     f"variant id {describe(variant_id)} must be letters, digits, '-' or '_'",
@@ -492,25 +494,11 @@ class _CampaignParser:
                 )
                 continue
             first_line[variant_id] = line(id_node)
-            weight = r.checked(keys["weight"][1], _weight) if "weight" in keys else 1
+            weight = r.checked(keys["weight"][1], parse_weight) if "weight" in keys else 1
             subject = r.text(keys["subject"][1], "subject") if "subject" in keys else None
             template = self._template(keys["template"][1]) if "template" in keys else None
             variants.append(Variant(variant_id, weight, subject, template))  # type: ignore[arg-type]
         return None if len(r.errors) > before else tuple(variants)
-
-
-# --- value parsers (ValueError messages are shown as they are) --------------------------------
-
-
-def _slugify(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "my-campaign"
-
-
-def _slug_message(what: str, value: str) -> str:
-    return (
-        f"{what} {value!r} must be a slug (lowercase letters, digits, '-' and '_'), "
-        f"e.g. {_slugify(value)!r}"
-    )
 
 
 def _is_null(node: yaml.Node) -> bool:
@@ -519,95 +507,3 @@ def _is_null(node: yaml.Node) -> bool:
 
 def _is_empty_list(node: yaml.Node) -> bool:
     return isinstance(node, yaml.SequenceNode) and not node.value
-
-
-@functools.cache
-def _zone_names() -> tuple[str, ...]:
-    return tuple(sorted(zoneinfo.available_timezones()))
-
-
-def _timezone(value: object) -> str:
-    if value == "candidate":
-        return value
-    if isinstance(value, str) and value.strip():
-        try:
-            zoneinfo.ZoneInfo(value)
-            return value
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            pass
-        hint = suggest(value, _zone_names() + ("candidate",))
-        raise ValueError(f"unknown timezone {value!r}{hint}")
-    raise ValueError(
-        f"'timezone' must be 'candidate' or an IANA name such as 'Europe/Berlin', got {describe(value)}"
-    )
-
-
-def _days(value: object) -> frozenset[int]:
-    items = value if isinstance(value, list) else [value]
-    if not items:
-        raise ValueError("'days' must name at least one day")
-    days = set()
-    for item in items:
-        name = item.lower() if isinstance(item, str) else None
-        if name in _DAYS:
-            days.add(_DAYS.index(name))
-        elif name in _DAY_NAMES:
-            days.add(_DAY_NAMES.index(name))
-        else:
-            hint = suggest(name, _DAYS + _DAY_NAMES) if name else ""
-            raise ValueError(
-                f"unknown day {describe(item)} in 'days'{hint or ' (expected mon, tue, wed, thu, fri, sat or sun)'}"
-            )
-    return frozenset(days)
-
-
-def _hours(value: object) -> tuple[time, time] | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"'hours' must be text such as \"09:00-17:00\", got {describe(value)}")
-    match = _HOURS.fullmatch(value)
-    if not match:
-        raise ValueError(f'bad hours {value!r}: expected "HH:MM-HH:MM", e.g. "09:00-17:00"')
-    h1, m1, h2, m2 = (int(g) for g in match.groups())
-    start, end = h1 * 60 + m1, h2 * 60 + m2
-    if m1 > 59 or m2 > 59 or start >= _DAY_MINUTES or end > _DAY_MINUTES:
-        raise ValueError(f"bad hours {value!r}: times must be between 00:00 and 24:00")
-    if start == end:
-        raise ValueError(f"bad hours {value!r}: the window is empty")
-    if (start, end) == (0, _DAY_MINUTES):
-        return None  # the whole day: no window
-    # 24:00 is midnight at the end of the day: "22:00-24:00" becomes the window 22:00-00:00.
-    return time(start // 60, start % 60), time((end % _DAY_MINUTES) // 60, end % 60)
-
-
-def _skip_dates(value: object) -> frozenset[date]:
-    items = value if isinstance(value, list) else [value]
-    dates = set()
-    for item in items:
-        if isinstance(item, date) and not isinstance(item, datetime):
-            dates.add(item)
-            continue
-        try:
-            if not isinstance(item, str) or len(item.strip()) != 10:
-                raise ValueError
-            dates.add(date.fromisoformat(item.strip()))
-        except ValueError:
-            raise ValueError(
-                f"bad date {describe(item)} in 'skip_dates': expected YYYY-MM-DD"
-            ) from None
-    return frozenset(dates)
-
-
-def _max_per_day(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"'max_per_day' must be a positive integer, got {describe(value)}")
-    return value
-
-
-def _weight(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"'weight' must be a positive integer, got {describe(value)}")
-    return value

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .errors import ConfigError, NurtureError
 
@@ -120,13 +120,12 @@ class ImapTarget:
 
     def key(self, folder: str) -> str:
         """The MailboxState key of a folder: no password, user and host lower-cased."""
-        scheme = "imaps" if self.implicit_tls else "imap"
-        return f"{scheme}://{self.username.lower()}@{self.host.lower()}:{self.port}/{folder}"
+        return f"{self.label.lower()}/{folder}"
 
     @property
     def label(self) -> str:
         scheme = "imaps" if self.implicit_tls else "imap"
-        return f"{scheme}://{self.username}@{self.host}:{self.port}"
+        return f"{scheme}://{quote(self.username, safe='')}@{self.host}:{self.port}"
 
 
 class ImapInbox:

@@ -23,7 +23,8 @@ operator means, for a candidate value ``v`` and an operand ``o``:
 * ``before`` / ``after``: ``o`` is a duration (``30d`` = 30 days before now) or an ISO date.
   Date-time columns (``decided_at``, ``created_at``) compare as instants (naive = UTC). Text
   values must start with ``YYYY-MM-DD``; they compare by their ``YYYY-MM-DDTHH:MM:SS``
-  prefix (a bare date is midnight; a zone offset is ignored, times are taken as UTC).
+  prefix (a bare date is midnight, missing seconds are 0, fractions and zone offsets are
+  ignored: times in custom attributes are taken as UTC).
 * A missing (or null) value satisfies none of the above, so it DOES satisfy the negations:
   ``ne`` = not ``eq``, ``not_in`` = not ``in``, ``not_contains`` = not ``contains``,
   ``exists: false`` = not ``exists: true``.
@@ -196,8 +197,10 @@ def iso_prefix(text: str) -> str | None:
     """A text value's comparable ``YYYY-MM-DDTHH:MM:SS`` prefix, None when it is no date."""
     if not _DATE_PREFIX.match(text):
         return None
-    time = text[11:19] if text[10:11] in ("T", " ") else "00:00:00"
-    return f"{text[:10]}T{time}"
+    if text[10:11] not in ("T", " "):
+        return f"{text[:10]}T00:00:00"
+    seconds = text[17:19] if text[16:17] == ":" else "00"  # "10:00" means 10:00:00
+    return f"{text[:10]}T{text[11:16]}:{seconds}"
 
 
 # --- validation (the loader calls these; messages are shown to recruiters) -------------------

@@ -204,13 +204,15 @@ def _number(value: int | float) -> ColumnElement:
 
 def _iso_prefix(text: ColumnElement) -> ColumnElement:
     """SQL twin of ``rules.iso_prefix``: YYYY-MM-DDTHH:MM:SS, a bare date being midnight."""
-    date_part = func.substr(text, 1, 10, type_=String)
+
+    def part(start: int, length: int) -> ColumnElement:
+        return func.substr(text, start, length, type_=String)
+
+    seconds = case((part(17, 1) == ":", part(18, 2)), else_=literal("00", String))
+    with_time = part(1, 10) + literal("T", String) + part(12, 5) + literal(":", String) + seconds
     return case(
-        (
-            func.substr(text, 11, 1, type_=String).in_(["T", " "]),
-            date_part + literal("T", String) + func.substr(text, 12, 8, type_=String),
-        ),
-        else_=date_part + literal("T00:00:00", String),
+        (part(11, 1).in_(["T", " "]), with_time),
+        else_=part(1, 10) + literal("T00:00:00", String),
     )
 
 

@@ -124,7 +124,11 @@ def test_product_example_loads_to_the_expected_objects(campaigns_dir):
 def test_minimal_campaign_gets_the_documented_defaults(campaigns_dir):
     campaign = load_campaign(write(campaigns_dir, STEPS, "welcome-back.yaml"))
 
-    assert (campaign.id, campaign.name, campaign.status) == ("welcome-back", "welcome-back", "active")
+    assert (campaign.id, campaign.name, campaign.status) == (
+        "welcome-back",
+        "welcome-back",
+        "active",
+    )
     assert campaign.sender is None
     assert campaign.audience == Audience()
     assert campaign.schedule == SchedulePolicy()
@@ -167,7 +171,9 @@ def test_every_error_of_a_file_is_reported_in_line_order(campaigns_dir):
 CASES = {
     "yaml syntax": (
         "name: 'unfinished\n" + STEPS,
-        ["campaigns/x.yaml:1: invalid YAML: found unexpected end of stream (while scanning a quoted scalar)"],
+        [
+            "campaigns/x.yaml:1: invalid YAML: found unexpected end of stream (while scanning a quoted scalar)"
+        ],
     ),
     "yaml structure": (
         "name: x\n  status: active\n" + STEPS,
@@ -193,7 +199,9 @@ CASES = {
     ),
     "unknown schedule key": (
         "schedule:\n  max_per_dya: 5\n" + STEPS,
-        ["campaigns/x.yaml:2: unknown key 'max_per_dya' in 'schedule' (did you mean 'max_per_day'?)"],
+        [
+            "campaigns/x.yaml:2: unknown key 'max_per_dya' in 'schedule' (did you mean 'max_per_day'?)"
+        ],
     ),
     "duplicate key": (
         "name: a\nname: b\n" + STEPS,
@@ -288,9 +296,9 @@ CASES = {
         ],
     ),
     "sql in an attribute name": (
-        "audience:\n  where:\n    \"x'); DROP TABLE candidates; --\": {eq: x}\n" + STEPS,
+        'audience:\n  where:\n    "x\'); DROP TABLE candidates; --": {eq: x}\n' + STEPS,
         [
-            "campaigns/x.yaml:3: bad field name \"x'); DROP TABLE candidates; --\": use letters, "
+            'campaigns/x.yaml:3: bad field name "x\'); DROP TABLE candidates; --": use letters, '
             "digits and '_', not starting with a digit, at most 64 characters"
         ],
     ),
@@ -335,7 +343,9 @@ CASES = {
     ),
     "hours in words": (
         "schedule:\n  hours: nine to five\n" + STEPS,
-        ["campaigns/x.yaml:2: bad hours 'nine to five': expected \"HH:MM-HH:MM\", e.g. \"09:00-17:00\""],
+        [
+            'campaigns/x.yaml:2: bad hours \'nine to five\': expected "HH:MM-HH:MM", e.g. "09:00-17:00"'
+        ],
     ),
     "bad skip date": (
         "schedule:\n  skip_dates: [2026-12-24, 2026-13-01]\n" + STEPS,
@@ -348,6 +358,10 @@ CASES = {
     "unknown status": (
         "status: live\n" + STEPS,
         ["campaigns/x.yaml:1: 'status' must be active, paused or draft, got 'live'"],
+    ),
+    "unknown exit reason in a block list": (
+        "exit_when:\n  - replied\n  - hird\n" + STEPS,
+        ["campaigns/x.yaml:3: unknown exit_when value 'hird' (did you mean 'hired'?)"],
     ),
     "unknown exit reason": (
         "exit_when: [replyed, hired]\n" + STEPS,
@@ -364,7 +378,7 @@ CASES = {
         "sender:\n  reply_to: dana@talent.example\n" + STEPS,
         [
             "campaigns/x.yaml:2: 'sender' needs 'from', e.g. from: "
-            "\"Dana Reyes <dana@talent.example>\""
+            '"Dana Reyes <dana@talent.example>"'
         ],
     ),
     "duplicate step ids": (
@@ -606,7 +620,11 @@ def test_guaranteed_fields_cover_every_positive_rule(campaigns_dir):
     member = {
         **{k: v for k, v in audience_fields.items() if k != "tags"},
         "tags": audience_fields["tags"],
-        "attributes": {k: v for k, v in audience_fields.items() if k in ("skills", "years", "joined", "nickname")},
+        "attributes": {
+            k: v
+            for k, v in audience_fields.items()
+            if k in ("skills", "years", "joined", "nickname")
+        },
     }
     assert evaluate_audience(campaign.audience, member, now)
 

@@ -94,8 +94,12 @@ def store(engine, people: list[dict]) -> None:
             conn.execute(
                 insert(SUPPRESSIONS),
                 [
-                    {"email_hash": f"h{p['id']}", "email": p["email"], "reason": "unsubscribed",
-                     "created_at": datetime(2026, 1, 1)}
+                    {
+                        "email_hash": f"h{p['id']}",
+                        "email": p["email"],
+                        "reason": "unsubscribed",
+                        "created_at": datetime(2026, 1, 1),
+                    }
                     for p in suppressed
                 ],
             )
@@ -320,11 +324,44 @@ def test_only_ascii_letters_are_folded(db_engine):
     assert sql_ids(db_engine, conditions_clause([Condition("city", "eq", "évry")], NOW)) == set()
 
 
+def test_text_dates_compare_by_their_iso_prefix(db_engine):
+    stored = {
+        1: "2027-02-20",  # midnight
+        2: "2027-02-20 10:00",  # a space instead of T
+        3: "2027-02-20T09:59:59+05:00",  # the offset is ignored
+        4: "2027-02-20T10:00:00.999Z",  # fractions are ignored
+        5: "20270220",  # no YYYY-MM-DD prefix: never a date
+        6: "2027-02-21",
+    }
+    people = [
+        {"id": i, "email": f"{i}@example.com", "attributes": {"seen": v}} for i, v in stored.items()
+    ]
+    store(db_engine, people)
+
+    def both(op: str, operand: str) -> set[int]:
+        rule = [Condition("seen", op, operand)]
+        sql = sql_ids(db_engine, conditions_clause(rule, NOW))
+        assert sql == python_ids(people, lambda p: evaluate(rule, flat(p), NOW))
+        return sql
+
+    assert both("after", "2027-02-20") == {2, 3, 4, 6}
+    assert both("before", "2027-02-20T10:00:00Z") == {1, 3}
+    assert both("after", "2027-02-20T09:59:59") == {2, 4, 6}
+    assert both("before", "2027-02-20T10:00") == {1, 3}
+    assert both("after", "2027-02-20T12:00:00+02:00") == {6}  # the operand's offset counts
+
+
 # --- property: SQL and Python agree on random pools and rules -------------------------------
 
 ATTRIBUTES = ("country", "skills", "years", "flag", "joined")
 TEXT_FIELDS = ("role", "first_name", "status", "email")
-DATES = ("2026-05-01", "2027-02-20T10:00:00", "2027-02-20 10:00", "2027-03-01T12:00:00Z", "2027-02-28")
+DATES = (
+    "2026-05-01",
+    "2027-02-20T10:00:00",
+    "2027-02-20 10:00",
+    "2027-03-01T12:00:00Z",
+    "2027-02-28",
+)
 # Small universes, so that values and operands often meet (equal, contain, order).
 texts = st.one_of(
     st.text(alphabet="aAbé%_/", max_size=3),
@@ -339,6 +376,14 @@ json_values = st.one_of(
     st.just({"a": 1}),
 )
 moments = st.sampled_from(["1d", "30d", "400d", "12h", "2027-01-01", "2027-02-20", *DATES[:2]])
+dates = st.sampled_from((*DATES, "2027-02-20", "2027-02-20T10:00:00.5"))
+attributes = st.fixed_dictionaries(
+    {},
+    optional={
+        "joined": st.one_of(dates, json_values),
+        **dict.fromkeys(ATTRIBUTES[:4], json_values),
+    },
+)
 OPERANDS = {
     "eq": scalars,
     "ne": scalars,
@@ -369,8 +414,10 @@ def people(draw) -> list[dict]:
             "decided_at": draw(
                 st.one_of(st.none(), st.datetimes(datetime(2026, 1, 1), datetime(2027, 6, 1)))
             ),
-            "attributes": draw(st.dictionaries(st.sampled_from(ATTRIBUTES), json_values, max_size=5)),
-            "tags": draw(st.lists(st.sampled_from(["vip", "VIP", "referral", "silver"]), unique=True)),
+            "attributes": draw(attributes),
+            "tags": draw(
+                st.lists(st.sampled_from(["vip", "VIP", "referral", "silver"]), unique=True)
+            ),
             "suppressed": draw(st.booleans()),
         }
         for i in range(1, count + 1)
@@ -386,8 +433,10 @@ def _near(value: object) -> st.SearchStrategy:
 
 def draw_condition(data: st.DataObject, op: str, pool: list[dict]) -> Condition:
     """A condition for ``op`` whose operand is often close to a value in the pool."""
-    fields = ("decided_at",) if op in ("before", "after") and data.draw(st.booleans()) else None
-    field = data.draw(st.sampled_from(fields or ATTRIBUTES + TEXT_FIELDS))
+    if op in ("before", "after"):
+        field = data.draw(st.sampled_from(("joined", "decided_at", *ATTRIBUTES[:4], *TEXT_FIELDS)))
+    else:
+        field = data.draw(st.sampled_from(ATTRIBUTES + TEXT_FIELDS))
     seen: list[object] = []
     for person in pool:
         value = flat(person)["attributes"].get(field) if field in ATTRIBUTES else person.get(field)
@@ -418,7 +467,8 @@ tag_lists = st.lists(st.sampled_from(["vip", "Vip", "referral", "silver", "gold"
 audiences = st.builds(
     Audience,
     statuses=st.one_of(
-        st.none(), st.lists(st.sampled_from(["new", "REJECTED", "withdrawn"]), min_size=1).map(tuple)
+        st.none(),
+        st.lists(st.sampled_from(["new", "REJECTED", "withdrawn"]), min_size=1).map(tuple),
     ),
     tags_any=tag_lists.map(tuple),
     tags_all=tag_lists.map(tuple),

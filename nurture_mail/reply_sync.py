@@ -1,0 +1,384 @@
+"""Reply sync: read the inbox, store each message once, match it to a send, and act on it.
+
+    sources (inbox.py) -> dedupe -> classify (replies/) -> match -> effects (store/inbound.py)
+
+Exactly once: every message gets a dedupe key (sha256 of its Message-ID, else of its bytes
+with line endings normalised). The row is inserted with ON CONFLICT DO NOTHING and effects
+run only when that insert created the row, in the same transaction as the insert and the
+IMAP position, so a crash, a re-read, a UIDVALIDITY resync or a second daemon can never act
+twice on one message.
+
+Matching, strongest evidence first:
+1. In-Reply-To / References name one of our Message-IDs (stored bare, without <>);
+2. a delivery report or complaint quotes our original Message-ID;
+3. a bounce (or complaint) names a failed address we sent to within the window;
+4. the sender is a candidate we sent to within the window before the message arrived.
+Mail from our own sender address, or carrying one of our own Message-IDs, is never matched.
+Unmatched mail is stored with its kind and no send or candidate, and never acted on.
+
+Effects of matched mail:
+* reply: every active enrollment of the candidate whose campaign has `replied` in exit_when
+  (and that began before the reply) ends with reason "replied" (PRODUCT.md: a reply stops
+  every later step at once); the Inbound row keeps the time and the reply text;
+* hard bounce: the failed address is suppressed ("bounced"), which ends its enrollments; a
+  bounce naming only other addresses (a forward that failed) suppresses nothing;
+* soft bounce: recorded (Inbound row and an event); the sequence continues. The sender
+  already retried temporary SMTP failures before the message was accepted; a soft report
+  after acceptance is "delayed / mailbox full" from a later hop, and re-sending the same step
+  would break the ledger's one-row-per-step guarantee;
+* auto-reply: the candidate's active enrollments are paused (`paused_until`) and queued sends
+  due before then are postponed: to the start of the day after the return date, in the
+  candidate's time zone (their first day back is for the backlog; the send window then picks
+  the hour), else `[imap] away_default` after the note arrived; capped at a year;
+* unsubscribe request: the candidate's address is suppressed ("unsubscribed");
+  ARF complaint: suppressed ("complained").
+Every effect also writes an Event row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import mailbox
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from email.utils import parseaddr
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from .campaigns import EXIT_REASONS
+from .config import Settings
+from .database import Database
+from .inbox import Batch, Fetched, Inbox, InboxError, imap_from_settings
+from .replies import Classification, InboundKind, classify
+from .replies.parsing import header_date, message_ids, parse_headers, split_message
+from .store import inbound as store
+from .store import pool
+from .store.ledger import naive
+
+log = logging.getLogger("nurture.replies")
+
+MATCH_WINDOW = timedelta(days=30)  # rules 3 and 4: how long after a send mail may refer to it
+CLOCK_SLACK = timedelta(hours=1)  # a Date header a little behind our clock
+MAX_PAUSE = timedelta(days=366)
+DEFAULT_EXIT_WHEN = frozenset(EXIT_REASONS)
+
+
+@dataclass
+class SourceReport:
+    source: str
+    read: int = 0
+    new: int = 0
+    duplicates: int = 0
+    error: str | None = None
+
+
+@dataclass
+class SyncReport:
+    """What one sync did. `new` counts messages stored by this sync; `duplicates` those
+    already stored (re-reads, resyncs, the same message in two folders)."""
+
+    read: int = 0
+    new: int = 0
+    duplicates: int = 0
+    matched: int = 0
+    unmatched: int = 0
+    kinds: Counter = field(default_factory=Counter)  # new messages by kind (and "bounce_hard"...)
+    actions: Counter = field(default_factory=Counter)  # exited, postponed, suppressed, recorded
+    held: int = 0  # sends kept behind an earlier out-of-office
+    sources: list[SourceReport] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        kinds = ", ".join(
+            f"{self.kinds[k]} {k}" for k in ("reply", "auto_reply", "bounce", "unsubscribe", "other")
+            if self.kinds[k]
+        )
+        parts = [f"{self.read} read", f"{self.new} new" + (f" ({kinds})" if kinds else "")]
+        parts.append(f"{self.duplicates} already stored")
+        parts.append(f"{self.matched} matched, {self.unmatched} unmatched")
+        acted = [f"{n} {name}" for name, n in sorted(self.actions.items()) if n]
+        if acted:
+            parts.append("; ".join(acted))
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class _Context:
+    settings: Settings
+    db: Database
+    now: datetime
+    exit_when: Mapping[str, frozenset[str]]
+    own_addresses: frozenset[str]
+
+
+def sync_replies(
+    settings: Settings,
+    db: Database,
+    *,
+    now: datetime,
+    exit_when: Mapping[str, frozenset[str]],
+    sources: Sequence[Inbox] | None = None,
+) -> SyncReport:
+    """Read every source, store new messages once, match and act on them.
+
+    `sources=None` reads the configured IMAP account ([imap] url and folders), and nothing
+    when none is configured. `exit_when` maps campaign ids to their exit_when sets; a campaign
+    not in it gets the default (all four). A source that cannot be read is reported in
+    `errors` and the others still run; database errors propagate.
+    """
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    report = SyncReport()
+    if sources is None:
+        imap = imap_from_settings(settings)
+        sources = [imap] if imap is not None else []
+    own = {settings.sender_email.lower()}
+    if settings.reply_to:
+        own.add(parseaddr(settings.reply_to)[1].lower())
+    ctx = _Context(settings, db, now, exit_when, frozenset(a for a in own if a))
+
+    def position(key: str):
+        with db.sessions() as session:
+            return store.load_position(session, key)
+
+    for source in sources:
+        sr = SourceReport(source.label)
+        report.sources.append(sr)
+        try:
+            for batch in source.batches(position):
+                _ingest(ctx, batch, sr, report)
+        except (InboxError, OSError, mailbox.Error) as exc:
+            sr.error = str(exc) if isinstance(exc, InboxError) else f"{source.label}: {exc}"
+            report.errors.append(sr.error)
+            log.warning("reply sync: %s", sr.error)
+        finally:
+            source.close()
+    with db.sessions.begin() as session:
+        report.held = store.hold_paused(session, now)
+    return report
+
+
+# --- one batch --------------------------------------------------------------------------------
+
+
+def message_identity(raw: bytes) -> tuple[str, str | None, datetime | None]:
+    """(dedupe key, Message-ID, Date) from the header section alone."""
+    head, _ = split_message(raw)
+    headers = parse_headers(head)
+    mid = None
+    for value in headers.get("message-id", ()):
+        ids = message_ids(value)
+        if ids:
+            mid = ids[0]
+            break
+    date = None
+    for value in headers.get("date", ()):
+        date = header_date(value)
+        break
+    if mid:
+        key = hashlib.sha256(mid.encode("utf-8", "surrogateescape")).hexdigest()
+    else:  # the same bytes, whether read over IMAP (CRLF) or from a file (LF)
+        key = hashlib.sha256(raw.replace(b"\r\n", b"\n")).hexdigest()
+    return key, mid, date
+
+
+@dataclass
+class _Item:
+    fetched: Fetched
+    key: str
+    received: datetime
+    verdict: Classification | None = None
+
+
+def _ingest(ctx: _Context, batch: Batch, sr: SourceReport, report: SyncReport) -> None:
+    items: list[_Item] = []
+    for fetched in batch.messages:
+        key, _mid, date = message_identity(fetched.raw)
+        received = fetched.received or date or ctx.now
+        items.append(_Item(fetched, key, min(received, ctx.now)))
+    sr.read += len(items)
+    report.read += len(items)
+
+    with ctx.db.sessions() as session:
+        known = store.known_keys(session, [i.key for i in items])
+    fresh: list[_Item] = []
+    seen: set[str] = set()
+    for item in items:
+        if item.key in known or item.key in seen:
+            continue
+        seen.add(item.key)
+        item.verdict = classify(item.fetched.raw, received=item.received)
+        fresh.append(item)
+
+    try:
+        with ctx.db.sessions.begin() as session:
+            wanted = set()
+            for item in fresh:
+                v = item.verdict
+                wanted.update(v.in_reply_to)
+                wanted.update(v.original_message_ids)
+                if v.message_id:
+                    wanted.add(v.message_id)
+            ours = store.sends_by_message_id(session, wanted)
+            new = 0
+            for item in fresh:
+                new += _store_one(ctx, session, item, ours, report)
+            if batch.position is not None:
+                p = batch.position
+                store.save_position(session, p.mailbox, p.uidvalidity, p.last_uid)
+    except SQLAlchemyError:
+        log.exception("reply sync: a batch from %s failed; it will be read again", sr.source)
+        raise
+    sr.new += new
+    sr.duplicates += len(items) - new
+    report.duplicates += len(items) - new
+
+
+def match(
+    session, v: Classification, ours: Mapping[str, store.SendRef], received: datetime,
+    own_addresses: frozenset[str] = frozenset(),
+) -> tuple[store.SendRef | None, str | None]:
+    """The send a message is about, and the rule that found it (see the module docstring)."""
+    if (v.from_addr and v.from_addr.lower() in own_addresses) or (
+        v.message_id and v.message_id in ours
+    ):
+        return None, None  # our own mail (a copy in the inbox, the recruiter in the thread)
+    for mid in v.in_reply_to:
+        if mid in ours:
+            return ours[mid], "thread"
+    for mid in v.original_message_ids:
+        if mid in ours:
+            return ours[mid], "original message"
+    complaint = v.kind == InboundKind.UNSUBSCRIBE and v.reason.startswith("ARF")
+    if v.kind == InboundKind.BOUNCE or complaint:
+        named = [a.lower() for a in (v.recipients or ((v.recipient,) if v.recipient else ()))]
+        ref = store.recent_send_to(session, named, received, MATCH_WINDOW, CLOCK_SLACK)
+        return (ref, "failed recipient") if ref else (None, None)
+    if v.from_addr:
+        ref = store.recent_send_to(
+            session, [v.from_addr.lower()], received, MATCH_WINDOW, CLOCK_SLACK
+        )
+        if ref is not None:
+            return ref, "sender"
+    return None, None
+
+
+def _store_one(ctx: _Context, session, item: _Item, ours, report: SyncReport) -> int:
+    v = item.verdict
+    ref, how = match(session, v, ours, item.received, ctx.own_addresses)
+    reason = v.reason + (f": {v.diagnostic}" if v.diagnostic else "")
+    row = {
+        "dedupe_key": item.key,
+        "message_id": _clean(v.message_id, 250),
+        "source": _clean(f"{item.fetched.source}#{item.fetched.uid}", 300),
+        "received_at": naive(item.received),
+        "from_addr": _clean(v.from_addr, 320),
+        "subject": _clean(v.subject, 2000),
+        "kind": str(v.kind),
+        "bounce": v.bounce if v.kind == InboundKind.BOUNCE else None,
+        "recipient": _clean(v.recipient, 320),
+        "status_code": _clean(v.status, 20),
+        "reason": _clean(reason, 2000),
+        "reply_text": _clean(v.reply_text, 20000),
+        "send_id": ref.send_id if ref else None,
+        "candidate_id": ref.candidate_id if ref else None,
+        "campaign_id": ref.campaign_id if ref else None,
+        "return_date": datetime.combine(v.return_date, time()) if v.return_date else None,
+    }
+    inbound_id = store.insert_inbound(session, row)
+    if inbound_id is None:
+        return 0  # stored meanwhile (another daemon): its effects are that one's
+    report.new += 1
+    report.kinds[str(v.kind)] += 1
+    if ref is None:
+        report.unmatched += 1
+        return 1
+    report.matched += 1
+    _act(ctx, session, v, ref, how, inbound_id, item.received, report)
+    return 1
+
+
+# --- effects ----------------------------------------------------------------------------------
+
+
+def _act(ctx: _Context, session, v, ref: store.SendRef, how: str, inbound_id: int,
+         received: datetime, report: SyncReport) -> None:
+    stamp = naive(ctx.now)
+    detail: dict = {"inbound_id": inbound_id, "send_id": ref.send_id, "step": ref.step_id,
+                    "matched_by": how}
+    kind = str(v.kind)
+    if v.kind == InboundKind.REPLY:
+        ended = store.end_on_reply(
+            session, ref.candidate_id, ctx.exit_when, DEFAULT_EXIT_WHEN, received, stamp
+        )
+        detail["ended"] = [c for _, c in ended]
+        detail["action"] = "enrollments ended" if ended else "recorded"
+        report.actions["enrollments exited"] += len(ended)
+    elif v.kind == InboundKind.AUTO_REPLY:
+        resume = resume_at(v, received, ref.timezone or ctx.settings.default_timezone,
+                           ctx.settings.imap.away_default_days)
+        held = store.postpone(session, ref.candidate_id, resume, received, stamp)
+        moved = [s for _, _, ids in held for s in ids]
+        detail.update(
+            action="paused", paused_until=resume.isoformat(), return_date=_iso(v.return_date),
+            postponed_sends=moved,
+        )
+        report.actions["sends postponed"] += len(moved)
+    elif v.kind == InboundKind.BOUNCE and v.bounce == "hard":
+        kind = "bounce_hard"
+        named = {a.lower() for a in (v.recipients or ((v.recipient,) if v.recipient else ()))}
+        if not named or ref.email in named:
+            pool.suppress(session, ctx.db, ref.email, "bounced", ctx.now)
+            detail["action"] = "suppressed"
+            report.actions["addresses suppressed"] += 1
+        else:
+            detail["action"] = "recorded: the report names other addresses"
+            detail["recipients"] = sorted(named)
+    elif v.kind == InboundKind.BOUNCE:
+        kind = "bounce_soft"
+        detail["action"] = "recorded: delivery delayed; the sequence continues"
+        detail["status"] = v.status
+        report.actions["soft bounces recorded"] += 1
+    elif v.kind == InboundKind.UNSUBSCRIBE:
+        complaint = v.reason.startswith("ARF")
+        kind = "complaint" if complaint else "unsubscribe_request"
+        pool.suppress(session, ctx.db, ref.email, "complained" if complaint else "unsubscribed",
+                      ctx.now)
+        detail["action"] = "suppressed"
+        report.actions["addresses suppressed"] += 1
+    else:
+        return  # other: matched for the record, never acted on
+    detail["reason"] = v.reason
+    store.add_event(session, kind, stamp, candidate_id=ref.candidate_id,
+                    campaign_id=ref.campaign_id, detail=detail)
+
+
+def resume_at(v: Classification, received: datetime, zone_name: str, away_days: int) -> datetime:
+    """When an out-of-office enrollment may be mailed again (aware UTC)."""
+    if v.return_date is not None:
+        try:
+            zone = ZoneInfo(zone_name)
+        except (KeyError, ValueError):
+            zone = UTC
+        day_after = v.return_date + timedelta(days=1)
+        when = datetime.combine(day_after, time(), tzinfo=zone).astimezone(UTC)
+    else:
+        when = received + timedelta(days=away_days)
+    return min(when, received + MAX_PAUSE)
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _clean(value: str | None, limit: int) -> str | None:
+    """Storable text: no NUL (PostgreSQL refuses it), no lone surrogates, bounded length."""
+    if value is None:
+        return None
+    value = value.replace("\x00", "")
+    value = value.encode("utf-8", "replace").decode("utf-8")
+    return value[:limit]
