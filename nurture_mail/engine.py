@@ -19,15 +19,15 @@ from .campaigns import Campaign
 from .config import Settings
 from .database import Database
 from .errors import TemplateError
-from .messages import Envelope, build_message, make_message_id
+from .messages import make_message_id
+from .rendering import prepare_email, sender_of
 from .rules import evaluate
 from .schedule import DailyCounter, cap_zone_for, day_key, zone_for
 from .segments import audience_clause
-from .sequencing import candidate_context, next_step, schedule_step, subject_and_template
+from .sequencing import next_step, schedule_step
 from .store import ledger, pool
 from .templates import TemplateSet
 from .transport import Delivery, Outcome, Transport, TransportRefused
-from .unsubscribe import make_token, unsubscribe_links
 from .workspace import Workspace
 
 SCHEDULE_BATCH = 2000
@@ -173,11 +173,7 @@ class Engine:
                 report.completed += len(completed)
 
     def _sender(self, campaign: Campaign) -> tuple[str, str, str | None]:
-        if campaign.sender is not None:
-            s = campaign.sender
-            return s.name, s.email, s.reply_to
-        st = self.settings
-        return st.sender_name, st.sender_email, st.reply_to
+        return sender_of(campaign, self.settings)
 
     # -- sending -------------------------------------------------------------------------
     async def _send_due(self, now: datetime, report: TickReport) -> None:
@@ -264,37 +260,11 @@ class Engine:
         return DailyCounter(cap, {today: ledger.sent_between(session, campaign.id, start, end)})
 
     def _render(self, campaign: Campaign, step, row, zone, now: datetime) -> tuple[str, str, bytes]:
-        cand = row.candidate
-        name, from_addr, reply_to = self._sender(campaign)
-        token = make_token(self.secret, cand["token_key"])
-        mailto_addr = self.settings.unsubscribe_mailto or reply_to or from_addr
-        https, mailto = unsubscribe_links(self.settings.unsubscribe_base_url, mailto_addr, token)
-        subject_override, template = subject_and_template(step, row.variant)
-        context = {
-            "candidate": candidate_context(cand),
-            "sender": {"name": name, "email": from_addr},
-            "company": {"name": self.settings.company_name, "postal_address": self.settings.postal_address},
-            "campaign": {"id": campaign.id, "name": campaign.name},
-            "step": {"id": step.id, "number": step.number},
-            "unsubscribe_url": https,
-            "today": now.astimezone(zone).date(),
-        }
-        rendered = self.templates.render(template, context, subject=subject_override)
-        to_name = cand.get("full_name") or " ".join(
-            x for x in (cand.get("first_name"), cand.get("last_name")) if x
+        prepared = prepare_email(
+            self.templates, self.settings, self.secret, campaign, step, row.variant, row.candidate,
+            message_id=row.message_id, now=now, zone=zone,
         )
-        envelope = Envelope(
-            from_name=name,
-            from_addr=from_addr,
-            to_name=to_name or "",
-            to_addr=cand["email"],
-            reply_to=reply_to,
-            message_id=row.message_id,
-            date=now,
-            unsubscribe_https=https,
-            unsubscribe_mailto=mailto,
-        )
-        return cand["email"], rendered.subject, build_message(envelope, rendered)
+        return prepared.to_addr, prepared.rendered.subject, prepared.message
 
     async def _deliver(self, group, active, now: datetime, report: TickReport) -> None:
         stamp = ledger.naive(now)

@@ -13,6 +13,7 @@ already stored before classifying anything.
 
 from __future__ import annotations
 
+import contextlib
 import mailbox
 import os
 import socket
@@ -26,7 +27,9 @@ from urllib.parse import quote, unquote, urlsplit
 
 from .errors import ConfigError, NurtureError
 
-BATCH = 200
+BATCH = 200  # UIDs per FETCH
+MAX_BATCH_BYTES = 32 * 1024 * 1024  # bodies held in memory at once, about
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # beyond this only the start of a message is fetched
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
@@ -140,6 +143,8 @@ class ImapInbox:
         timeout: float = 60.0,
         batch_size: int = BATCH,
         ssl_context: ssl.SSLContext | None = None,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ):
         self.target = ImapTarget.parse(url)
         wanted = ([self.target.folder] if self.target.folder else []) + list(folders)
@@ -158,6 +163,8 @@ class ImapInbox:
         self.starttls = starttls
         self.timeout = timeout
         self.batch_size = max(1, batch_size)
+        self.max_batch_bytes = max_batch_bytes
+        self.max_message_bytes = max_message_bytes
         self.ssl_context = ssl_context
         self.label = self.target.label
         self._client = None
@@ -231,19 +238,50 @@ class ImapInbox:
                 yield Batch([], Position(key, uidvalidity, last))
             return
         for chunk in _chunks(uids, self.batch_size):
-            data = client.fetch(list(chunk), ["BODY.PEEK[]", "INTERNALDATE"])
-            messages = []
-            for uid in chunk:
-                item = data.get(uid)
-                if item is None:  # expunged meanwhile
-                    continue
-                raw = item.get(b"BODY[]")
-                if raw is None:
-                    continue
-                messages.append(
-                    Fetched(key, str(uid), bytes(raw), _utc(item.get(b"INTERNALDATE")))
-                )
-            yield Batch(messages, Position(key, uidvalidity, max(chunk)))
+            sizes = client.fetch(list(chunk), ["RFC822.SIZE"])
+            for group in _by_size(chunk, sizes, self.max_batch_bytes, self.max_message_bytes):
+                yield Batch(self._fetch(client, key, group, sizes), Position(key, uidvalidity, group[-1]))
+
+    def _fetch(self, client, key: str, uids: list[int], sizes: dict) -> list[Fetched]:
+        """Bodies with BODY.PEEK[] (never sets \\Seen); a huge message only up to its first
+        `max_message_bytes`, which is all classification needs."""
+        limit = self.max_message_bytes
+        big = [u for u in uids if _size(sizes, u) > limit]
+        small = [u for u in uids if u not in set(big)]
+        data: dict = {}
+        if small:
+            data.update(client.fetch(small, ["BODY.PEEK[]", "INTERNALDATE"]))
+        if big:
+            data.update(client.fetch(big, [f"BODY.PEEK[]<0.{limit}>", "INTERNALDATE"]))
+        messages = []
+        for uid in uids:
+            item = data.get(uid)
+            if item is None:  # expunged meanwhile
+                continue
+            raw = item.get(b"BODY[]") if b"BODY[]" in item else item.get(b"BODY[]<0>")
+            if raw is None:
+                continue
+            messages.append(Fetched(key, str(uid), bytes(raw), _utc(item.get(b"INTERNALDATE"))))
+        return messages
+
+
+def _size(sizes: dict, uid: int) -> int:
+    return int((sizes.get(uid) or {}).get(b"RFC822.SIZE", 0) or 0)
+
+
+def _by_size(uids: Sequence[int], sizes: dict, budget: int, cap: int) -> Iterator[list[int]]:
+    """Consecutive groups of UIDs whose bodies (each counted up to `cap`) fit in `budget`."""
+    group: list[int] = []
+    total = 0
+    for uid in uids:
+        size = min(_size(sizes, uid), cap)
+        if group and total + size > budget:
+            yield group
+            group, total = [], 0
+        group.append(uid)
+        total += size
+    if group:
+        yield group
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -264,10 +302,8 @@ def _reason(exc: BaseException) -> str:
 
 
 def _quietly(action: Callable[[], object]) -> None:
-    try:
+    with contextlib.suppress(Exception):  # closing a broken connection: nothing left to do
         action()
-    except Exception:  # closing a broken connection: nothing left to do
-        pass
 
 
 # --- files ------------------------------------------------------------------------------------

@@ -44,10 +44,9 @@ class PlannedSend:
         }
 
 
-@dataclass(order=True)
+@dataclass
 class _Event:
     at: datetime
-    seq: int
     step: Step
     variant: str | None
     track: Track
@@ -71,7 +70,7 @@ def forecast(
     cap_zone = cap_zone_for(policy, default_timezone)
     counter = DailyCounter(policy.max_per_day, {day_key(now, cap_zone): sent_today})
     seq = itertools.count()
-    heap: list[_Event] = []
+    heap: list[tuple[datetime, int, _Event]] = []
     for track in tracks:
         cand = track.candidate
         zone = zone_for(policy, cand.get("timezone"), default_timezone)
@@ -80,7 +79,7 @@ def forecast(
             if step is None:
                 continue  # a removed step: cancelled by the next tick, then the next step
             at = max(track.pending_due, now)
-            heapq.heappush(heap, _Event(at, next(seq), step, track.pending_variant, track, track.done, zone))
+            heapq.heappush(heap, (at, next(seq), _Event(at, step, track.pending_variant, track, track.done, zone)))
             continue
         step = next_step(campaign, track.done)
         if step is None:
@@ -88,10 +87,11 @@ def forecast(
         due = schedule_step(campaign, step, anchor=track.anchor, candidate_key=cand["email"], candidate_timezone=cand.get("timezone"),
                             default_timezone=default_timezone)
         at = max(due.due_at, now)
-        heapq.heappush(heap, _Event(at, next(seq), step, due.variant, track, track.done, zone))
+        heapq.heappush(heap, (at, next(seq), _Event(at, step, due.variant, track, track.done, zone)))
 
     while heap:
-        event = heapq.heappop(heap)
+        # (time, sequence, event) tuples: the heap never compares events themselves.
+        _, _, event = heapq.heappop(heap)
         if event.at > until:
             break
         # The engine claims a row when due and places it in the window and under the cap.
@@ -114,7 +114,7 @@ def forecast(
             continue
         due = schedule_step(campaign, following, anchor=slot, candidate_key=cand["email"],
                             candidate_timezone=cand.get("timezone"), default_timezone=default_timezone)
-        heapq.heappush(heap, _Event(due.due_at, next(seq), following, due.variant, event.track, done, event.zone))
+        heapq.heappush(heap, (due.due_at, next(seq), _Event(due.due_at, following, due.variant, event.track, done, event.zone)))
 
 
 def day_bounds(now: datetime, campaign: Campaign, default_timezone: str) -> tuple[datetime, datetime]:

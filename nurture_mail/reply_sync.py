@@ -225,8 +225,10 @@ def _ingest(ctx: _Context, batch: Batch, sr: SourceReport, report: SyncReport) -
                     wanted.add(v.message_id)
             ours = store.sends_by_message_id(session, wanted)
             new = 0
+            events: list[dict] = []
             for item in fresh:
-                new += _store_one(ctx, session, item, ours, report)
+                new += _store_one(ctx, session, item, ours, report, events)
+            store.add_events(session, events)
             if batch.position is not None:
                 p = batch.position
                 store.save_position(session, p.mailbox, p.uidvalidity, p.last_uid)
@@ -267,7 +269,8 @@ def match(
     return None, None
 
 
-def _store_one(ctx: _Context, session, item: _Item, ours, report: SyncReport) -> int:
+def _store_one(ctx: _Context, session, item: _Item, ours, report: SyncReport,
+               events: list[dict]) -> int:
     v = item.verdict
     ref, how = match(session, v, ours, item.received, ctx.own_addresses)
     reason = v.reason + (f": {v.diagnostic}" if v.diagnostic else "")
@@ -298,7 +301,9 @@ def _store_one(ctx: _Context, session, item: _Item, ours, report: SyncReport) ->
         report.unmatched += 1
         return 1
     report.matched += 1
-    _act(ctx, session, v, ref, how, inbound_id, item.received, report)
+    event = _act(ctx, session, v, ref, how, inbound_id, item.received, report)
+    if event is not None:
+        events.append(event)
     return 1
 
 
@@ -306,7 +311,8 @@ def _store_one(ctx: _Context, session, item: _Item, ours, report: SyncReport) ->
 
 
 def _act(ctx: _Context, session, v, ref: store.SendRef, how: str, inbound_id: int,
-         received: datetime, report: SyncReport) -> None:
+         received: datetime, report: SyncReport) -> dict | None:
+    """Apply the effect of one newly stored, matched message; returns its audit event."""
     stamp = naive(ctx.now)
     detail: dict = {"inbound_id": inbound_id, "send_id": ref.send_id, "step": ref.step_id,
                     "matched_by": how}
@@ -351,10 +357,10 @@ def _act(ctx: _Context, session, v, ref: store.SendRef, how: str, inbound_id: in
         detail["action"] = "suppressed"
         report.actions["addresses suppressed"] += 1
     else:
-        return  # other: matched for the record, never acted on
+        return None  # other: matched for the record, never acted on
     detail["reason"] = v.reason
-    store.add_event(session, kind, stamp, candidate_id=ref.candidate_id,
-                    campaign_id=ref.campaign_id, detail=detail)
+    return store.event_row(kind, stamp, candidate_id=ref.candidate_id,
+                           campaign_id=ref.campaign_id, detail=detail)
 
 
 def resume_at(v: Classification, received: datetime, zone_name: str, away_days: int) -> datetime:

@@ -168,6 +168,11 @@ class DailyCounter:
             raise ValueError(f"max_per_day must be at least 1, got {cap}")
         self.cap = cap
         self.counts: dict[date, int] = dict(counts or {})
+        # (zone, day) -> a later day that may still have room, path-compressed over days that
+        # are full (for every zone) or have no slot in that zone (e.g. a weekend), so placing
+        # many sends behind a long run of full days stays cheap (a forecast of 100,000).
+        self._after: dict[tuple[str, date], date] = {}
+        self._dead: set[tuple[str, date]] = set()
 
     def remaining(self, day: date) -> int | None:
         """Sends still allowed on ``day``; None when there is no cap."""
@@ -175,19 +180,33 @@ class DailyCounter:
             return None
         return max(self.cap - self.counts.get(day, 0), 0)
 
+    def _first_open(self, day: date, zkey: str) -> date:
+        """The first day >= ``day`` that is neither full nor slot-less in this zone."""
+        path = []
+        while self.remaining(day) == 0 or (zkey, day) in self._dead:
+            path.append(day)
+            day = self._after.get((zkey, day), day + _ONE_DAY)
+        for skipped in path:  # full days never empty again; dead days stay dead
+            self._after[(zkey, skipped)] = day
+        return day
+
     def place(
         self, earliest: datetime, policy: SchedulePolicy, zone: ZoneInfo, cap_zone: ZoneInfo
     ) -> datetime:
         """The first slot >= ``earliest`` on a day that is not full yet; records the send."""
         slot = next_slot(earliest, policy, zone)
         day = day_key(slot, cap_zone)
+        zkey = zone.key
         for _ in range(SEARCH_DAYS):
             if self.remaining(day) != 0:
                 self.counts[day] = self.counts.get(day, 0) + 1
                 return slot
-            # The day is full: the first slot from the next cap day's midnight.
-            slot = next_slot(_instant(day + _ONE_DAY, _MIDNIGHT, cap_zone), policy, zone)
+            # The day is full: the first slot from the next day that still has room.
+            open_day = self._first_open(day, zkey)
+            slot = next_slot(_instant(open_day, _MIDNIGHT, cap_zone), policy, zone)
             day = day_key(slot, cap_zone)
+            if day != open_day:  # that day has no slot for this zone at all
+                self._dead.add((zkey, open_day))
         raise ValueError(f"every day for {SEARCH_DAYS} days already holds {self.cap} sends")
 
 

@@ -55,8 +55,12 @@ def schedule_step(
     into the send window in the right zone; and its sticky A/B variant."""
     zone = zone_for(campaign.schedule, candidate_timezone, default_timezone)
     due = step_due(anchor, step.wait, campaign.schedule, zone)
-    variant = pick_variant(candidate_key, step.id, [(v.id, v.weight) for v in step.variants])
-    return Due(step=step, variant=variant, due_at=due, zone=zone)
+    return Due(step=step, variant=variant_for(step, candidate_key), due_at=due, zone=zone)
+
+
+def variant_for(step: Step, candidate_key: str) -> str | None:
+    """The A/B variant a candidate (keyed by normalised address) always gets for `step`."""
+    return pick_variant(candidate_key, step.id, [(v.id, v.weight) for v in step.variants])
 
 
 def subject_and_template(step: Step, variant: str | None) -> tuple[str | None, str]:

@@ -3,6 +3,10 @@
 Messages are APPENDed over IMAP; the sync must match and act on them, leave every flag and
 every message on the server as it was, add nothing the second time, and survive a changed
 UIDVALIDITY without counting anything twice.
+
+Dovecot keeps the APPEND date as INTERNALDATE only when it is not in the future, and the sync
+takes INTERNALDATE as the time a message arrived; so these tests live in the past (March 2025)
+rather than in the 2027 of the other tests.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
 
 from nurture_mail.errors import ConfigError
 from nurture_mail.inbox import ImapInbox, ImapTarget, InboxError
@@ -19,7 +22,6 @@ from nurture_mail.models import Enrollment, Inbound, MailboxState, Suppression
 from . import imap_server
 from .conftest import need_service
 from .test_replies_sync import (  # noqa: F401 - fixtures
-    AFTER_FIRST,
     QUICK,
     _sent_env,
     dsn,
@@ -35,6 +37,9 @@ from .test_replies_sync import (  # noqa: F401 - fixtures
 )
 
 pytestmark = pytest.mark.imap
+
+START = datetime(2025, 3, 3, tzinfo=UTC)  # a Monday, in the past
+AFTER_FIRST = START + timedelta(days=3)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +68,7 @@ def folder(dovecot, request):
 
 @pytest.fixture
 def quick(tmp_path, db_url, sink):  # noqa: F811
-    e = _sent_env(tmp_path, db_url, sink, QUICK)
+    e = _sent_env(tmp_path, db_url, sink, QUICK, start=START)
     yield e
     e.close()
 
@@ -79,7 +84,8 @@ def server_state(dovecot, folder: str) -> dict:
     """UID -> flags (without the session-only \\Recent), looked at read-only."""
     c = dovecot.client()
     c.select_folder(folder, readonly=True)
-    data = c.fetch("1:*", ["FLAGS"]) if c.search(["ALL"]) else {}
+    uids = c.search(["ALL"])
+    data = c.fetch(uids, ["FLAGS"]) if uids else {}
     c.logout()
     return {uid: sorted(f for f in item[b"FLAGS"] if f != b"\\Recent") for uid, item in data.items()}
 
@@ -96,7 +102,7 @@ def test_synced_matched_acted_on_and_the_server_untouched(dovecot, folder, quick
     append(dovecot, folder, [
         (human_reply(berlin, at), at),
         (out_of_office(la, at, "Automatische Antwort: Thank you",
-                       "Ich bin bis einschließlich 14. April 2027 nicht im Büro."), at),
+                       "Ich bin bis einschließlich 14. April 2025 nicht im Büro."), at),
         (dsn("tokyo@example.com", at, original=tokyo.message_id), at),
         (newsletter(at), at),
     ])
@@ -116,7 +122,7 @@ def test_synced_matched_acted_on_and_the_server_untouched(dovecot, folder, quick
     # acted on
     assert enrollment_of(quick, "berlin@example.com").exit_reason == "replied"
     moved = pending_of(quick, "la@example.com")
-    assert moved.id == check_in.id and moved.due_at >= datetime(2027, 4, 16, 7, 0)  # 16 Apr, LA
+    assert moved.id == check_in.id and moved.due_at >= datetime(2025, 4, 16, 7, 0)  # 16 Apr, LA
     assert enrollment_of(quick, "la@example.com").state == "active"
     assert [(s.email, s.reason) for s in rows(quick, Suppression)] == [("tokyo@example.com", "bounced")]
     [news] = rows(quick, Inbound, Inbound.kind == "other")
@@ -240,5 +246,21 @@ def test_cli_sync_reads_the_configured_imap(dovecot, folder, quick, run_cli, mon
     assert enrollment_of(quick, "berlin@example.com").exit_reason == "replied"
 
 
-def _unused():  # keep imports used by name for readers of this module
-    return UTC, select
+def test_batches_are_bounded_by_size_and_huge_messages_by_a_prefix(dovecot, folder, quick):
+    at = AFTER_FIRST
+    pad = "x" * 76 + "\r\n"
+    big = newsletter(at) + (pad * 100).encode()  # ~8 kB
+    append(dovecot, folder, [(newsletter(at), at) for _ in range(4)] + [(big, at)])
+    before = server_state(dovecot, folder)
+    source = inbox(dovecot, folder, max_batch_bytes=1500, max_message_bytes=2000)
+    batches = list(source.batches(lambda key: None))
+    source.close()
+    assert len(batches) >= 3  # 4 small ones of ~500 bytes and the big one do not fit in two
+    for b in batches:
+        assert len(b.messages) == 1 or sum(len(m.raw) for m in b.messages) <= 1500
+    assert [int(m.uid) for b in batches for m in b.messages] == [1, 2, 3, 4, 5]
+    assert [b.position.last_uid for b in batches] == [int(b.messages[-1].uid) for b in batches]
+    assert len(batches[-1].messages[0].raw) == 2000 and big.startswith(batches[-1].messages[0].raw)
+    assert server_state(dovecot, folder) == before
+    report = sync(quick, [inbox(dovecot, folder, max_batch_bytes=1500, max_message_bytes=2000)], at)
+    assert (report.read, report.new) == (5, 5)

@@ -188,11 +188,12 @@ def sink():
     s.stop()
 
 
-def _sent_env(tmp_path, db_url, sink, campaign: str | None = None) -> DeliveryEnv:
+def _sent_env(tmp_path, db_url, sink, campaign: str | None = None, start: datetime = MON) -> DeliveryEnv:
+    """Four candidates enrolled on Monday `start`, each sent the first step by Thursday."""
     env = DeliveryEnv.create(tmp_path / "ws", db_url, sink, **({"campaign": campaign} if campaign else {}))
-    env.import_csv(PEOPLE, MON)
-    t = MON
-    while t < AFTER_FIRST:
+    env.import_csv(PEOPLE, start)
+    t = start
+    while t < start + timedelta(days=3):
         env.tick(t)
         t += timedelta(hours=1)
     return env

@@ -36,7 +36,7 @@ def exit_when_of(settings) -> dict[str, frozenset[str]]:
 @click.pass_obj
 def sync(app: AppContext, imap_url, mbox, maildir, files):
     """Read new inbound mail, match it to sends and act on it (read-only)."""
-    from ..inbox import FilesInbox, MboxInbox, MaildirInbox, imap_from_settings
+    from ..inbox import FilesInbox, MaildirInbox, MboxInbox, imap_from_settings
     from ..reply_sync import sync_replies
 
     settings = app.settings

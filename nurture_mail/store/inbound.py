@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..models import (
@@ -68,16 +68,22 @@ def known_keys(session: Session, keys: Iterable[str]) -> set[str]:
     return found
 
 
+_INSERTS: dict[str, object] = {}
+
+
 def insert_inbound(session: Session, row: dict) -> int | None:
     """INSERT ... ON CONFLICT DO NOTHING: the new row's id, or None when it was already there
-    (stored earlier, or by another daemon a moment ago)."""
-    stmt = (
-        _insert(session, Inbound.__table__)
-        .values(**row)
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(Inbound.id)
-    )
-    return session.execute(stmt).scalar()
+    (stored earlier, or by another daemon a moment ago). `row` has every column but `id`."""
+    dialect = session.get_bind().dialect.name
+    stmt = _INSERTS.get(dialect)
+    if stmt is None:  # built once: constructing the statement costs more than running it
+        stmt = _INSERTS[dialect] = (
+            _insert(session, Inbound.__table__)
+            .values({c.name: bindparam(c.name) for c in Inbound.__table__.columns if c.name != "id"})
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(Inbound.id)
+        )
+    return session.execute(stmt, row).scalar()
 
 
 # --- matching ---------------------------------------------------------------------------------
@@ -127,6 +133,25 @@ def sends_by_message_id(session: Session, message_ids: Iterable[str]) -> dict[st
     return out
 
 
+def _recent_send_query():
+    sent = func.coalesce(Send.sent_at, Send.updated_at)
+    return (
+        select(*_send_columns())
+        .join(Candidate, Candidate.id == Send.candidate_id)
+        .where(
+            Candidate.email.in_(bindparam("addresses", expanding=True)),
+            Send.state.in_(DELIVERED_STATES),
+            sent >= bindparam("low"),
+            sent <= bindparam("high"),
+        )
+        .order_by(sent.desc(), Send.id.desc())
+        .limit(1)
+    )
+
+
+_RECENT_SEND = _recent_send_query()
+
+
 def recent_send_to(
     session: Session, addresses: Sequence[str], received: datetime, window: timedelta, slack: timedelta
 ) -> SendRef | None:
@@ -135,23 +160,20 @@ def recent_send_to(
     if not addresses:
         return None
     at = naive(received)
-    sent = func.coalesce(Send.sent_at, Send.updated_at)
     row = session.execute(
-        select(*_send_columns())
-        .join(Candidate, Candidate.id == Send.candidate_id)
-        .where(
-            Candidate.email.in_(list(addresses)),
-            Send.state.in_(DELIVERED_STATES),
-            sent >= at - window,
-            sent <= at + slack,
-        )
-        .order_by(sent.desc(), Send.id.desc())
-        .limit(1)
+        _RECENT_SEND, {"addresses": list(addresses), "low": at - window, "high": at + slack}
     ).first()
     return SendRef(*row) if row else None
 
 
 # --- effects ----------------------------------------------------------------------------------
+
+# The candidate's active enrollments that began before the message arrived.
+_ACTIVE_ENROLLMENTS = select(Enrollment.id, Enrollment.campaign_id, Enrollment.paused_until).where(
+    Enrollment.candidate_id == bindparam("candidate"),
+    Enrollment.state.in_(ACTIVE_ENROLLMENT),
+    Enrollment.enrolled_at <= bindparam("received"),
+)
 
 
 def end_on_reply(
@@ -165,14 +187,10 @@ def end_on_reply(
     """Exit the candidate's active enrollments whose campaign exits on `replied` and that began
     before the reply arrived. Returns (enrollment id, campaign id) of those ended."""
     rows = session.execute(
-        select(Enrollment.id, Enrollment.campaign_id).where(
-            Enrollment.candidate_id == candidate_id,
-            Enrollment.state.in_(ACTIVE_ENROLLMENT),
-            Enrollment.enrolled_at <= naive(received),
-        )
+        _ACTIVE_ENROLLMENTS, {"candidate": candidate_id, "received": naive(received)}
     ).all()
     ended = []
-    for enrollment_id, campaign_id in rows:
+    for enrollment_id, campaign_id, _paused in rows:
         if "replied" in exit_when.get(campaign_id, default):
             end_enrollment(session, enrollment_id, "replied", stamp)
             ended.append((enrollment_id, campaign_id))
@@ -187,11 +205,7 @@ def postpone(
     Claimed rows are in flight and left alone. Returns (enrollment, campaign, moved send ids)."""
     until = naive(resume_at)
     rows = session.execute(
-        select(Enrollment.id, Enrollment.campaign_id, Enrollment.paused_until).where(
-            Enrollment.candidate_id == candidate_id,
-            Enrollment.state.in_(ACTIVE_ENROLLMENT),
-            Enrollment.enrolled_at <= naive(received),
-        )
+        _ACTIVE_ENROLLMENTS, {"candidate": candidate_id, "received": naive(received)}
     ).all()
     out = []
     for enrollment_id, campaign_id, paused in rows:
@@ -238,18 +252,17 @@ def hold_paused(session: Session, now: datetime) -> int:
     return moved
 
 
-def add_event(
-    session: Session,
-    kind: str,
-    stamp: datetime,
-    *,
-    candidate_id: int | None,
-    campaign_id: str | None,
-    detail: dict,
-) -> None:
-    session.add(
-        Event(at=stamp, kind=kind, candidate_id=candidate_id, campaign_id=campaign_id, detail=detail)
-    )
+def event_row(
+    kind: str, stamp: datetime, *, candidate_id: int | None, campaign_id: str | None, detail: dict
+) -> dict:
+    return {"at": stamp, "kind": kind, "candidate_id": candidate_id, "campaign_id": campaign_id,
+            "detail": detail}
+
+
+def add_events(session: Session, rows: list[dict]) -> None:
+    """Audit events, in one executemany."""
+    if rows:
+        session.execute(insert(Event.__table__), rows)
 
 
 def candidate_email(session: Session, candidate_id: int) -> str | None:

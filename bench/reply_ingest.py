@@ -1,0 +1,192 @@
+"""Reply sync rate: 10,000 messages from a Maildir, matched against a few thousand sends.
+
+    .venv/bin/python bench/reply_ingest.py [--messages 10000] [--sends 3000] [--database URL]
+
+Builds a database with candidates, enrollments and sent ledger rows, and a Maildir mixing
+real messages from ../shared/corpus (human replies rethreaded onto our sends, bounces from
+many MTAs, ordinary mail) with generated out-of-office notes (English, German, French) and
+DSNs naming our recipients, every message with its own Message-ID. Then times
+`sync_replies` over the Maildir (everything new: classify, match, store, act), and a second
+time (everything already stored: the re-read cost of a file source).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import secrets
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+from sqlalchemy import insert
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nurture_mail.config import load_settings  # noqa: E402
+from nurture_mail.database import open_database  # noqa: E402
+from nurture_mail.inbox import MaildirInbox  # noqa: E402
+from nurture_mail.models import Candidate, Enrollment, Inbound, Send  # noqa: E402
+from nurture_mail.reply_sync import sync_replies  # noqa: E402
+from nurture_mail.store.ledger import new_send_row  # noqa: E402
+
+CORPUS = ROOT.parent / "shared" / "corpus"
+NOW = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
+DROP = re.compile(r"^(message-id|in-reply-to|references|from|date)\s*:", re.I)
+
+OOO = [
+    ("Out of Office: {s}", "I am out of the office and will be back on 24 March. Limited email."),
+    ("Abwesenheitsnotiz: {s}", "Ich bin bis zum 20. März nicht im Büro und lese keine E-Mails."),
+    ("Réponse automatique : {s}", "Je suis absente, de retour le 25 mars. Cordialement."),
+    ("Automatic reply: {s}", "I am currently away with limited access to email."),
+]
+
+
+def rewrite(raw: bytes, headers: list[str]) -> bytes:
+    """Replace identity headers (and their folded lines) with ours."""
+    text = raw.decode("utf-8", "surrogateescape").replace("\r\n", "\n")
+    head, sep, body = text.partition("\n\n")
+    kept, dropping = [], False
+    for line in head.split("\n"):
+        if line[:1] in (" ", "\t"):
+            if not dropping:
+                kept.append(line)
+            continue
+        dropping = bool(DROP.match(line))
+        if not dropping:
+            kept.append(line)
+    out = "\n".join(headers + kept) + (sep or "\n\n") + body
+    return out.encode("utf-8", "surrogateescape")
+
+
+def populate(db, sends: int) -> list[tuple[str, str]]:
+    """Candidates, one enrollment and one sent message each. Returns (email, message id)."""
+    stamp = (NOW - timedelta(days=5)).replace(tzinfo=None)
+    out = []
+    with db.sessions.begin() as s:
+        s.execute(insert(Candidate.__table__), [
+            {"email": f"c{i}@people.example", "status": "rejected", "attributes": {},
+             "token_key": secrets.token_hex(16), "created_at": stamp, "updated_at": stamp}
+            for i in range(sends)
+        ])
+        s.execute(insert(Enrollment.__table__), [
+            {"candidate_id": i + 1, "campaign_id": "keep-warm", "state": "active",
+             "enrolled_at": stamp, "needs_next": False}
+            for i in range(sends)
+        ])
+        rows = []
+        for i in range(sends):
+            mid = f"{secrets.token_hex(12)}@talent.example"
+            row = new_send_row(enrollment_id=i + 1, campaign_id="keep-warm", candidate_id=i + 1,
+                               step_id="thank-you", step_number=1, variant=None, due_at=stamp,
+                               message_id=mid, stamp=stamp)
+            row.update(state="sent", sent_at=stamp + timedelta(hours=1),
+                       to_addr=f"c{i}@people.example", subject="Thank you")
+            rows.append(row)
+            out.append((f"c{i}@people.example", mid))
+        s.execute(insert(Send.__table__), rows)
+        # a pending second step for every enrollment, for out-of-office notes to move
+        s.execute(insert(Send.__table__), [
+            new_send_row(enrollment_id=i + 1, campaign_id="keep-warm", candidate_id=i + 1,
+                         step_id="check-in", step_number=2, variant=None,
+                         due_at=NOW + timedelta(days=3), message_id=f"{secrets.token_hex(12)}@talent.example",
+                         stamp=stamp)
+            for i in range(sends)
+        ])
+    return out
+
+
+def build_maildir(path: Path, count: int, sends: list[tuple[str, str]], rng: random.Random) -> dict:
+    for sub in ("new", "cur", "tmp"):
+        (path / sub).mkdir(parents=True)
+    replies = [p.read_bytes() for p in sorted((CORPUS / "replies").glob("*.eml"))]
+    bounces = [p.read_bytes() for p in sorted((CORPUS / "bounces").glob("*.eml"))]
+    others = [p.read_bytes() for p in sorted((CORPUS / "non-bounces").glob("*.eml"))]
+    mix = {"reply": 0, "auto_reply": 0, "corpus bounce": 0, "dsn": 0, "other": 0}
+    when = format_datetime(NOW - timedelta(days=1))
+    for n in range(count):
+        email, mid = rng.choice(sends)
+        own = f"<bench{n}.{secrets.token_hex(4)}@mail.example>"
+        roll = rng.random()
+        if roll < 0.5:
+            raw = rewrite(rng.choice(replies), [
+                f"From: Candidate <{email}>", f"Date: {when}", f"Message-ID: {own}",
+                f"In-Reply-To: <{mid}>", f"References: <{mid}>"])
+            mix["reply"] += 1
+        elif roll < 0.7:
+            subject, text = rng.choice(OOO)
+            raw = (f"From: <{email}>\nTo: dana@talent.example\nSubject: {subject.format(s='Thank you')}\n"
+                   f"Date: {when}\nMessage-ID: {own}\nIn-Reply-To: <{mid}>\nAuto-Submitted: auto-replied\n"
+                   f"Content-Type: text/plain; charset=utf-8\n\n{text}\n").encode()
+            mix["auto_reply"] += 1
+        elif roll < 0.8:
+            raw = rewrite(rng.choice(bounces), [
+                "From: MAILER-DAEMON@mx.example", f"Date: {when}", f"Message-ID: {own}"])
+            mix["corpus bounce"] += 1
+        elif roll < 0.9:
+            status = rng.choice(["5.1.1", "5.1.1", "4.2.2"])
+            raw = (f"From: MAILER-DAEMON@mx.talent.example\nTo: dana@talent.example\n"
+                   f"Subject: Undelivered Mail Returned to Sender\nDate: {when}\nMessage-ID: {own}\n"
+                   "MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; "
+                   'boundary="b"\n\n--b\nContent-Type: text/plain\n\nCould not deliver.\n\n'
+                   "--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx\n\n"
+                   f"Final-Recipient: rfc822; {email}\nAction: failed\nStatus: {status}\n\n"
+                   f"--b\nContent-Type: text/rfc822-headers\n\nMessage-ID: <{mid}>\n\n--b--\n").encode()
+            mix["dsn"] += 1
+        else:
+            raw = rewrite(rng.choice(others), [
+                "From: someone@elsewhere.example", f"Date: {when}", f"Message-ID: {own}"])
+            mix["other"] += 1
+        (path / "new" / f"{1700000000 + n}.M{n}P1.bench").write_bytes(raw)
+    return mix
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--sends", type=int, default=3_000)
+    parser.add_argument("--database", help="database URL (default: a temporary SQLite file)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    if not CORPUS.is_dir():
+        sys.exit(f"corpus not found at {CORPUS}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        url = args.database or f"sqlite:///{tmp_path / 'bench.db'}"
+        db = open_database(url)
+        (tmp_path / "nurture.toml").write_text("")
+        settings = load_settings(tmp_path / "nurture.toml", env={}, database_url=url)
+        sends = populate(db, args.sends)
+        mix = build_maildir(tmp_path / "Maildir", args.messages, sends, random.Random(args.seed))
+        size = sum(p.stat().st_size for p in (tmp_path / "Maildir" / "new").iterdir())
+        print(f"{args.messages} messages ({size / 1e6:.1f} MB): "
+              + ", ".join(f"{v} {k}" for k, v in mix.items()) + f"; {args.sends} sends; {db.dialect}")
+        exit_when = {"keep-warm": frozenset({"replied", "unsubscribed", "bounced", "hired"})}
+
+        start = time.perf_counter()
+        report = sync_replies(settings, db, now=NOW, exit_when=exit_when,
+                              sources=[MaildirInbox(tmp_path / "Maildir")])
+        first = time.perf_counter() - start
+        print(f"first sync:  {report.read} read in {first:.2f} s = {report.read / first:,.0f} messages/s")
+        print(f"  {report.summary()}")
+
+        start = time.perf_counter()
+        again = sync_replies(settings, db, now=NOW, exit_when=exit_when,
+                             sources=[MaildirInbox(tmp_path / "Maildir")])
+        second = time.perf_counter() - start
+        print(f"second sync: {again.read} read, {again.new} new in {second:.2f} s = "
+              f"{again.read / second:,.0f} messages/s (all already stored)")
+        with db.sessions() as s:
+            stored = s.query(Inbound).count()
+        assert stored == report.new, (stored, report.new)
+        db.dispose()
+
+
+if __name__ == "__main__":
+    main()

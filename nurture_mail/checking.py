@@ -1,0 +1,242 @@
+"""`nurture check`: every campaign loaded, every step and variant rendered for a candidate
+who has only what the audience guarantees.
+
+A template that would fail for some real member of the audience (a variable they may lack,
+a broken partial, a subject that renders empty) fails here, pinned to the template's
+`file:line` and naming the campaign, step and variant that need it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from .campaigns import Campaign, Step
+from .config import Settings
+from .errors import CampaignError, NurtureError, SourceError, TemplateError
+from .rendering import prepare_email, sample_candidate
+from .rules import evaluate
+from .schedule import zone_for
+from .templates import TemplateSet
+from .workspace import display_path
+
+# Rendering for check only: the links are never sent, so any secret will do.
+_CHECK_SECRET = "nurture-check"
+_CHECK_MESSAGE_ID = "check@nurture.invalid"
+_UNDEFINED = re.compile(r"'candidate\.([A-Za-z_][A-Za-z0-9_]*)' is undefined")
+_STEP_SUBJECT = " (step subject)"
+_MAX_USERS = 3
+
+
+@dataclass(frozen=True)
+class CampaignSummary:
+    """One campaign that checked clean."""
+
+    campaign: Campaign
+    steps: int
+    variants: int  # A/B variants over all steps
+    audience: int | None = None  # candidates matching now, when the database was reachable
+
+    def line(self) -> str:
+        c = self.campaign
+        parts = [f"{self.steps} step{'s' if self.steps != 1 else ''}"]
+        if self.variants:
+            parts.append(f"{self.variants} variants")
+        if self.audience is not None:
+            parts.append(f"audience {self.audience} now")
+        return f"ok {c.id} ({c.status}): {', '.join(parts)}"
+
+
+@dataclass
+class CheckReport:
+    errors: list[SourceError] = field(default_factory=list)
+    warnings: list[SourceError] = field(default_factory=list)
+    campaigns: list[CampaignSummary] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def check_sources(
+    templates: TemplateSet | None,
+    campaigns: Sequence[Campaign],
+    errors: Iterable[SourceError],
+    *,
+    settings: Settings,
+    now: datetime,
+) -> CheckReport:
+    """Loading errors (from `workspace.load_sources`), plus every render that would fail."""
+    report = CheckReport(errors=list(errors))
+    known = {str(e) for e in report.errors}
+    failures: dict[tuple[str, int | None, str], list[str]] = {}
+    failed: set[str] = set()
+    if templates is not None:
+        for campaign in campaigns:
+            for step in campaign.steps:
+                for variant in [v.id for v in step.variants] or [None]:
+                    error = _render_error(templates, settings, campaign, step, variant, now)
+                    if error is None:
+                        continue
+                    failed.add(campaign.id)
+                    if str(error) in known:  # already reported by loading (a broken partial)
+                        continue
+                    user = f"campaign {campaign.id}, step {step.id}"
+                    if variant is not None:
+                        user += f", variant {variant}"
+                    failures.setdefault((error.file, error.line, error.message), []).append(user)
+    for (file, line, message), users in failures.items():
+        report.errors.append(SourceError(file, line, _explain(message, users)))
+    report.errors.sort(key=lambda e: (e.file, e.line or 0))
+    for campaign in campaigns:
+        if campaign.id not in failed:
+            variants = sum(len(s.variants) for s in campaign.steps)
+            report.campaigns.append(CampaignSummary(campaign, len(campaign.steps), variants))
+    has_campaign_errors = any(isinstance(e, CampaignError) for e in report.errors)
+    if templates is not None and not has_campaign_errors:
+        templates_dir = display_path(settings.templates_dir).as_posix()
+        report.warnings.extend(unused_templates(templates, campaigns, templates_dir))
+    if not campaigns and not has_campaign_errors:
+        campaigns_dir = display_path(settings.campaigns_dir).as_posix()
+        report.warnings.append(SourceError(campaigns_dir, None, "warning: no campaigns"))
+    return report
+
+
+def unused_templates(
+    templates: TemplateSet, campaigns: Iterable[Campaign], templates_dir: str
+) -> list[SourceError]:
+    """Templates that exist but no step or variant uses: a warning, not an error."""
+    used = set()
+    for campaign in campaigns:
+        for step in campaign.steps:
+            used.add(step.template)
+            used.update(v.template for v in step.variants if v.template)
+    return [
+        SourceError(f"{templates_dir}/{name}.md", None, "warning: not used by any campaign")
+        for name in templates.names()
+        if name not in used
+    ]
+
+
+def _render_error(
+    templates: TemplateSet,
+    settings: Settings,
+    campaign: Campaign,
+    step: Step,
+    variant: str | None,
+    now: datetime,
+) -> SourceError | None:
+    """The first problem rendering this step for each kind of audience member, if any."""
+    for candidate in _samples(campaign, step, now):
+        zone = zone_for(campaign.schedule, candidate.get("timezone"), settings.default_timezone)  # type: ignore[arg-type]
+        try:
+            prepare_email(
+                templates,
+                settings,
+                _CHECK_SECRET,
+                campaign,
+                step,
+                variant,
+                candidate,
+                message_id=_CHECK_MESSAGE_ID,
+                now=now,
+                zone=zone,
+            )
+        except TemplateError as exc:
+            return _pin_step_subject(exc, campaign, step, variant)
+        except (ValueError, NurtureError) as exc:
+            return SourceError(
+                str(campaign.path), step.line or None, f"cannot build the message: {exc}"
+            )
+    return None
+
+
+def _samples(campaign: Campaign, step: Step, now: datetime) -> list[dict[str, object]]:
+    """The guaranteed-fields candidate, once per status the audience admits, so copy that
+    differs for `rejected` and `withdrawn` is rendered both ways."""
+    base = sample_candidate(campaign, step, now=now)
+    statuses = campaign.audience.statuses or ()
+    rules = [c for c in (*campaign.audience.where, *step.only_if) if c.field == "status"]
+    out = [base]
+    for status in statuses:
+        if status != base.get("status") and evaluate(rules, {"status": status}, now):
+            out.append({**base, "status": status})
+    return out
+
+
+def _pin_step_subject(
+    exc: TemplateError, campaign: Campaign, step: Step, variant: str | None
+) -> SourceError:
+    """A step's own `subject:` lives in the campaign file: point there, not at the template."""
+    if not exc.file.endswith(_STEP_SUBJECT):
+        return exc
+    keys = [f"steps.{step.id}.subject"]
+    if variant is not None:
+        keys.insert(0, f"steps.{step.id}.variants.{variant}.subject")
+    line = next((campaign.line_of[k] for k in keys if k in campaign.line_of), step.line or None)
+    return SourceError(str(campaign.path), line, f"subject: {exc.message}")
+
+
+def _explain(message: str, users: list[str]) -> str:
+    shown = "; ".join(users[:_MAX_USERS])
+    if len(users) > _MAX_USERS:
+        shown += f"; and {len(users) - _MAX_USERS} more"
+    text = f"{message} (needed by {shown})"
+    missing = _UNDEFINED.search(message)
+    if missing:
+        name = missing.group(1)
+        text += (
+            f": not every candidate in the audience has {name}; require it in the audience "
+            f"(where: {{{name}: {{exists: true}}}}) or use `| default(...)`"
+        )
+    return text
+
+
+# -- the optional database part ------------------------------------------------------------
+def audience_sizes(
+    database_url: str, campaigns: Sequence[Campaign], now: datetime
+) -> dict[str, int] | None:
+    """How many candidates each campaign's audience matches now; None when there is no
+    database to ask (a SQLite file that does not exist yet, a server that does not answer,
+    a schema never created). Never creates or migrates anything."""
+    from sqlalchemy import func, select
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.orm import Session
+
+    from .database import SCHEMA_HEAD, create_db_engine, current_revision
+    from .models import Candidate
+    from .segments import audience_clause
+
+    try:
+        url = make_url(database_url)
+    except (SQLAlchemyError, ValueError):
+        return None
+    sqlite_file = url.database if url.get_backend_name() == "sqlite" else None
+    if sqlite_file is not None and (
+        sqlite_file in ("", ":memory:") or not Path(sqlite_file).is_file()
+    ):
+        return None
+    try:
+        engine = create_db_engine(database_url)
+    except NurtureError:
+        return None
+    try:
+        if current_revision(engine) != SCHEMA_HEAD:
+            return None
+        with Session(engine) as session:
+            return {
+                c.id: session.execute(
+                    select(func.count())
+                    .select_from(Candidate)
+                    .where(audience_clause(c.audience, now))
+                ).scalar_one()
+                for c in campaigns
+            }
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()

@@ -1,0 +1,126 @@
+"""One step of one campaign for one candidate -> the render context, the envelope, the bytes.
+
+Shared by the sender (`engine`), `nurture preview` and `nurture check`, so a preview is the
+message the daemon would send and a check renders exactly what the daemon would render.
+The candidate is the plain mapping `store.ledger.candidate_fields` returns (built-in fields,
+`attributes`, `tags`, `token_key`); `sample_candidate` builds a synthetic one of that shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from .campaigns import Campaign, Step
+from .config import Settings
+from .messages import Envelope, build_message
+from .rules import BUILTIN_FIELDS
+from .samples import guaranteed_fields
+from .sequencing import candidate_context, subject_and_template
+from .templates import RenderedEmail, TemplateSet
+from .unsubscribe import make_token, unsubscribe_links
+
+# A synthetic candidate's unsubscribe key: any hex works; its links lead nowhere real.
+SAMPLE_TOKEN_KEY = "00" * 16
+# What `nurture preview` adds to a synthetic candidate so the sample reads naturally.
+SAMPLE_NAMES = {"first_name": "Alex", "last_name": "Morgan"}
+
+
+@dataclass(frozen=True)
+class PreparedEmail:
+    """A message ready to send: the rendered parts, the envelope and the RFC 5322 bytes."""
+
+    to_addr: str
+    rendered: RenderedEmail
+    envelope: Envelope
+    message: bytes
+
+
+def sender_of(campaign: Campaign, settings: Settings) -> tuple[str, str, str | None]:
+    """(display name, address, reply-to) of a campaign: its own sender, else nurture.toml's."""
+    if campaign.sender is not None:
+        s = campaign.sender
+        return s.name, s.email, s.reply_to
+    return settings.sender_name, settings.sender_email, settings.reply_to
+
+
+def prepare_email(
+    templates: TemplateSet,
+    settings: Settings,
+    secret: str,
+    campaign: Campaign,
+    step: Step,
+    variant: str | None,
+    candidate: Mapping[str, object],
+    *,
+    message_id: str,
+    now: datetime,
+    zone: ZoneInfo,
+) -> PreparedEmail:
+    """Render `step` (in `variant`) for `candidate` and build the message.
+
+    Raises TemplateError for a template that cannot render, ValueError for an address, id or
+    URL the message cannot carry.
+    """
+    name, from_addr, reply_to = sender_of(campaign, settings)
+    token = make_token(secret, candidate["token_key"])  # type: ignore[arg-type]
+    mailto_addr = settings.unsubscribe_mailto or reply_to or from_addr
+    https, mailto = unsubscribe_links(settings.unsubscribe_base_url, mailto_addr, token)
+    subject_override, template = subject_and_template(step, variant)
+    context = {
+        "candidate": candidate_context(candidate),
+        "sender": {"name": name, "email": from_addr},
+        "company": {"name": settings.company_name, "postal_address": settings.postal_address},
+        "campaign": {"id": campaign.id, "name": campaign.name},
+        "step": {"id": step.id, "number": step.number},
+        "unsubscribe_url": https,
+        "today": now.astimezone(zone).date(),
+    }
+    rendered = templates.render(template, context, subject=subject_override)
+    to_name = candidate.get("full_name") or " ".join(
+        str(x) for x in (candidate.get("first_name"), candidate.get("last_name")) if x
+    )
+    envelope = Envelope(
+        from_name=name,
+        from_addr=from_addr,
+        to_name=str(to_name or ""),
+        to_addr=str(candidate["email"]),
+        reply_to=reply_to,
+        message_id=message_id,
+        date=now,
+        unsubscribe_https=https,
+        unsubscribe_mailto=mailto,
+    )
+    return PreparedEmail(envelope.to_addr, rendered, envelope, build_message(envelope, rendered))
+
+
+def sample_candidate(
+    campaign: Campaign,
+    step: Step | None = None,
+    *,
+    now: datetime | None = None,
+    names: bool = False,
+) -> dict[str, object]:
+    """A synthetic audience member with exactly the fields the audience (and `step.only_if`)
+    guarantees, shaped like `ledger.candidate_fields`; `names` adds plausible names."""
+    fields = guaranteed_fields(campaign, step, now=now)
+    if names:
+        for key, value in SAMPLE_NAMES.items():
+            fields.setdefault(key, value)
+        if "full_name" not in fields:
+            fields["full_name"] = f"{fields['first_name']} {fields.get('last_name', '')}".strip()
+    tags = fields.pop("tags", [])
+    candidate: dict[str, object] = {
+        "id": 0,
+        "token_key": SAMPLE_TOKEN_KEY,
+        "tags": list(tags) if isinstance(tags, list | tuple) else [],
+        "attributes": {},
+    }
+    for key, value in fields.items():
+        if key in BUILTIN_FIELDS:
+            candidate[key] = value
+        else:
+            candidate["attributes"][key] = value  # type: ignore[index]
+    return candidate

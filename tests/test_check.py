@@ -1,0 +1,234 @@
+"""`nurture check`: campaigns validated, every step and variant rendered for a candidate who has
+only what the audience guarantees; errors as file:line, unused templates as warnings."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+SIGNATURE = "Best,  \n{{ sender.name }}\n"
+
+CAMPAIGN = """\
+id: alumni
+name: Alumni
+audience:
+  status: [rejected, withdrawn]
+{where}
+steps:
+  - id: hello
+    wait: 1d
+    template: hello
+"""
+
+HELLO = """\
+---
+subject: "Hello {{ candidate.first_name | default('there') }}"
+---
+Hi there,
+
+{body}
+
+{{% include "_signature.md" %}}
+"""
+
+
+def sources(campaigns: dict[str, str], templates: dict[str, str]) -> None:
+    """Replace the skeleton's campaigns and templates with exactly these files."""
+    for directory, files in (("campaigns", campaigns), ("templates", templates)):
+        shutil.rmtree(directory)
+        Path(directory).mkdir()
+        for name, text in files.items():
+            Path(directory, name).write_text(text, encoding="utf-8")
+
+
+def one_campaign(where: str = "", body: str = "Good to hear from you.", **templates: str) -> None:
+    files = {"hello.md": HELLO.format(body=body), "_signature.md": SIGNATURE}
+    files.update({f"{name.replace('_', '-')}.md": text for name, text in templates.items()})
+    sources({"alumni.yaml": CAMPAIGN.format(where=where)}, files)
+
+
+def test_a_clean_campaign_is_ok_with_a_summary_line(workspace, run_cli):
+    one_campaign()
+    result = run_cli("check")
+    assert result.exit_code == 0, result.stderr
+    assert "ok alumni (active): 1 step" in result.stdout
+    assert "all good: 1 campaign(s), 1 step(s)" in result.stdout
+    assert result.stderr == ""
+
+
+def test_a_bad_campaign_is_an_error_with_file_and_line(workspace, run_cli):
+    one_campaign()
+    Path("campaigns/broken.yaml").write_text(
+        "audience:\n  status: [rejected]\nsteps:\n  - id: hello\n    wiat: 2d\n    template: hello\n"
+    )
+    result = run_cli("check")
+    assert result.exit_code == 1
+    assert (
+        "campaigns/broken.yaml:5: unknown key 'wiat' in step 'hello' (did you mean 'wait'?)"
+        in result.stderr
+    )
+    assert "problem(s) in campaigns or templates" in result.stderr
+    assert "ok alumni" in result.stdout  # the good campaign is still summarised
+
+
+def test_undefined_variable_the_audience_does_not_guarantee_names_file_line_and_step(
+    workspace, run_cli
+):
+    one_campaign(body="You worked on {{ candidate.project }} with us.")
+    result = run_cli("check")
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(
+        "templates/hello.md:6: 'candidate.project' is undefined (needed by campaign alumni, step hello)"
+    )
+    assert "project: {exists: true}" in lines[0] and "| default" in lines[0]
+    assert "ok alumni" not in result.stdout
+
+
+def test_the_same_variable_guaranteed_by_exists_is_ok(workspace, run_cli):
+    one_campaign(
+        where="  where:\n    project: {exists: true}", body="You worked on {{ candidate.project }}."
+    )
+    result = run_cli("check")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_a_positive_condition_guarantees_the_field_too(workspace, run_cli):
+    one_campaign(
+        where="  where:\n    role: {contains: engineer}",
+        body="Your {{ candidate.role }} interview.",
+    )
+    assert run_cli("check").exit_code == 0
+
+
+def test_a_negative_condition_does_not_guarantee_the_field(workspace, run_cli):
+    one_campaign(
+        where="  where:\n    role: {ne: intern}", body="Your {{ candidate.role }} interview."
+    )
+    result = run_cli("check")
+    assert result.exit_code == 1
+    assert "'candidate.role' is undefined" in result.stderr
+
+
+def test_default_filter_is_ok(workspace, run_cli):
+    one_campaign(body="Known as {{ candidate.nickname | default(candidate.email) }}.")
+    assert run_cli("check").exit_code == 0
+
+
+def test_only_if_guarantees_a_field_for_its_own_step(workspace, run_cli):
+    campaign = CAMPAIGN.format(where="") + (
+        "  - id: later\n    wait: 30d\n    template: later\n    only_if: {project: {exists: true}}\n"
+    )
+    later = '---\nsubject: "About {{ candidate.project }}"\n---\nHow is {{ candidate.project }}?\n'
+    sources(
+        {"alumni.yaml": campaign},
+        {"hello.md": HELLO.format(body="Hi."), "later.md": later, "_signature.md": SIGNATURE},
+    )
+    result = run_cli("check")
+    assert result.exit_code == 0, result.stderr
+    assert "ok alumni (active): 2 steps" in result.stdout
+
+
+def test_syntax_error_in_a_partial_is_reported_once_at_the_partial(workspace, run_cli):
+    one_campaign()
+    Path("templates/_signature.md").write_text("Best,\n{{ sender.name }\n")
+    result = run_cli("check")
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("templates/")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("templates/_signature.md:2: ")
+    assert "1 problem(s)" in result.stderr
+
+
+def test_status_dependent_copy_is_rendered_for_every_status(workspace, run_cli):
+    body = '{% if candidate.status == "withdrawn" %}{{ candidate.reason }}{% else %}Hi.{% endif %}'
+    one_campaign(body=body)
+    result = run_cli("check")
+    assert result.exit_code == 1
+    assert "'candidate.reason' is undefined" in result.stderr
+
+
+def test_a_step_subject_error_points_at_the_campaign_file(workspace, run_cli):
+    campaign = CAMPAIGN.format(where="") + '    subject: "Hi {{ candidate.nickname }}"\n'
+    sources(
+        {"alumni.yaml": campaign},
+        {"hello.md": HELLO.format(body="Hi."), "_signature.md": SIGNATURE},
+    )
+    result = run_cli("check")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "campaigns/alumni.yaml:10: subject: 'candidate.nickname' is undefined "
+        "(needed by campaign alumni, step hello)"
+    )
+
+
+def test_every_variant_is_rendered_and_named(workspace, run_cli):
+    campaign = CAMPAIGN.format(where="") + (
+        "    variants:\n      - {id: a, weight: 1}\n      - {id: b, weight: 1, template: hello-b}\n"
+    )
+    hello_b = '---\nsubject: "Hello again"\n---\n{{ candidate.nickname }}\n'
+    sources(
+        {"alumni.yaml": campaign},
+        {"hello.md": HELLO.format(body="Hi."), "hello-b.md": hello_b, "_signature.md": SIGNATURE},
+    )
+    result = run_cli("check")
+    assert result.exit_code == 1
+    assert (
+        "templates/hello-b.md:4: 'candidate.nickname' is undefined "
+        "(needed by campaign alumni, step hello, variant b)"
+    ) in result.stderr
+
+
+def test_one_broken_template_used_twice_is_one_error_naming_both(workspace, run_cli):
+    second = CAMPAIGN.format(where="").replace(
+        "id: alumni\nname: Alumni", "id: second\nname: Second"
+    )
+    sources(
+        {"alumni.yaml": CAMPAIGN.format(where=""), "second.yaml": second},
+        {"hello.md": HELLO.format(body="{{ candidate.project }}"), "_signature.md": SIGNATURE},
+    )
+    result = run_cli("check")
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("templates/")]
+    assert len(errors) == 1
+    assert "campaign alumni, step hello; campaign second, step hello" in errors[0]
+
+
+def test_unused_template_is_a_warning_not_an_error(workspace, run_cli):
+    one_campaign(old_news='---\nsubject: "Old"\n---\nOld news.\n')
+    result = run_cli("check")
+    assert result.exit_code == 0
+    assert "templates/old-news.md: warning: not used by any campaign" in result.stderr
+
+
+def test_missing_templates_directory(workspace, run_cli):
+    shutil.rmtree("templates")
+    result = run_cli("check")
+    assert result.exit_code == 1
+    assert "templates: no such templates directory" in result.stderr
+
+
+def test_check_needs_no_database_and_creates_none(workspace, run_cli, db_url):
+    one_campaign()
+    result = run_cli("check")
+    assert result.exit_code == 0
+    assert "audience" not in result.stdout
+    if db_url.startswith("sqlite"):
+        assert not Path(db_url.removeprefix("sqlite:///")).exists()
+
+
+def test_unreachable_database_only_drops_the_audience_size(workspace, run_cli, monkeypatch):
+    one_campaign()
+    monkeypatch.setenv("NURTURE_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:9/nowhere")
+    result = run_cli("check")
+    assert result.exit_code == 0, result.stderr
+    assert "ok alumni (active): 1 step\n" in result.stdout
+
+
+def test_audience_size_when_the_database_has_candidates(workspace, run_cli):
+    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
+    result = run_cli("--now", "2027-03-01T12:00:00Z", "check")
+    assert result.exit_code == 0, result.stderr
+    # silver-medalists: onsite/final, rejected/withdrawn, not hired, not do-not-contact.
+    assert "ok silver-medalists (active): 4 steps, 2 variants, audience 11 now" in result.stdout
+    assert "ok early-leavers (active): 2 steps, audience 7 now" in result.stdout
