@@ -31,6 +31,8 @@ BUILTIN_FIELDS = (
     "decided_at",
     "source",
 )
+# Names rules read as built-in fields, never custom attributes.
+RESERVED = ("created_at", "updated_at", "id", "token_key", "attributes", "suppressed")
 TEXT_FIELDS = ("first_name", "last_name", "full_name", "owner", "role", "stage_reached", "source")
 MAX_FIELD = 10_000  # characters; anything longer is a broken export, not a name
 _STATUS = re.compile(r"^[a-z][a-z0-9_-]{0,49}$")
@@ -109,9 +111,10 @@ def coerce_attribute(value: object) -> object:
         return value
     text = value.strip()
     lowered = text.lower()
-    if lowered in ("true", "yes"):
+    # Only true/false: "no" may well be Norway's country code.
+    if lowered == "true":
         return True
-    if lowered in ("false", "no"):
+    if lowered == "false":
         return False
     if _NUMBER.match(text):
         return float(text) if "." in text else int(text)
@@ -181,6 +184,8 @@ def record_from_row(
     for name, value in row.items():
         if name in BUILTIN_FIELDS:
             continue
+        if name in RESERVED:
+            raise RowError(f"column {name!r} is reserved (set by nurture itself); rename it with --map")
         if not _ATTRIBUTE.match(name):
             raise RowError(
                 f"column {name!r} cannot be a custom attribute: use letters, digits and _ only"

@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .candidates import BUILTIN_FIELDS, CandidateRecord, RowError, column_key, record_from_row
+from .candidates import (
+    BUILTIN_FIELDS,
+    RESERVED,
+    CandidateRecord,
+    RowError,
+    column_key,
+    record_from_row,
+)
 from .errors import ImportFileError
 
 csv.field_size_limit(64 * 1024 * 1024)  # our own per-field limit gives the clearer message
@@ -135,6 +142,10 @@ def _check_header(path: Path, columns: list[str]) -> None:
             raise ImportFileError(str(path), 1, "a column has an empty name")
         if name in seen:
             raise ImportFileError(str(path), 1, f"column {name!r} appears twice")
+        if name in RESERVED:
+            raise ImportFileError(
+                str(path), 1, f"column {name!r} is reserved (set by nurture itself); rename it with --map"
+            )
         seen.add(name)
     if "email" not in seen:
         shown = ", ".join(columns[:8])

@@ -239,3 +239,20 @@ def test_status_hired_via_update_is_recorded(db, tmp_path):
     data = pool.update_candidate(db, "a@example.com", status="hired", add_tags=["alumni"], remove_tags=[], now=NOW)
     assert data["status"] == "hired"
     assert data["tags"] == ["alumni"]
+
+
+def test_only_true_and_false_become_booleans(db, tmp_path):
+    f = tmp_path / "c.csv"
+    f.write_text("email,country,open_to_work,years,score\na@example.com,NO,false,7,3.5\n")
+    do_import(db, f)
+    assert pool.show_candidate(db, "a@example.com")["attributes"] == {
+        "country": "NO", "open_to_work": False, "years": 7, "score": 3.5,
+    }
+
+
+def test_reserved_column_is_refused(db, tmp_path):
+    f = tmp_path / "c.csv"
+    f.write_text("email,created_at\na@example.com,2020-01-01\n")
+    with pytest.raises(ImportFileError) as err:
+        do_import(db, f)
+    assert str(err.value) == f"{f}:1: column 'created_at' is reserved (set by nurture itself); rename it with --map"
