@@ -140,3 +140,21 @@ def test_plan_unknown_campaign(env, run_cli, monkeypatch):
     result = run_cli("--database", env.db_url, "plan", "nope")
     assert result.exit_code == 1
     assert result.stderr == "error: no campaign 'nope' (campaigns: nurture)\n"
+
+
+def test_tick_dry_run_lists_what_is_due_and_writes_nothing(env, run_cli, monkeypatch):
+    monkeypatch.chdir(env.root)
+    live(env, T0, T0 + timedelta(hours=1))  # enrolled and scheduled, nothing due yet
+    db = env.db()
+    with db.sessions() as s:
+        before = sorted((r.id, r.state, r.due_at) for r in s.execute(select(Send)).scalars())
+    due_at = min(d for _, _, d in before).replace(tzinfo=UTC)
+    result = run_cli("--database", env.db_url, "--now", due_at.isoformat(), "tick", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "would send nurture/thank-you to" in result.stdout
+    assert "nothing written" in result.stdout
+    with db.sessions() as s:
+        after = sorted((r.id, r.state, r.due_at) for r in s.execute(select(Send)).scalars())
+    assert after == before
+    assert env.sink.received == []
+    db.dispose()

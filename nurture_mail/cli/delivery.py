@@ -23,7 +23,8 @@ from .context import AppContext
 def tick(app: AppContext, dry_run):
     """One pass: sync replies, enrol, send what is due; then exit."""
     if dry_run:
-        raise NotAvailable("`nurture tick --dry-run` is not available yet; use `nurture plan`")
+        _dry_run(app)
+        return
     engine = build_engine(app)
     lock = lock_for(app.db, engine.owner, timedelta(minutes=10))
     if lock is not None:
@@ -77,6 +78,24 @@ def serve(app: AppContext, host, port):
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+
+
+def _dry_run(app: AppContext) -> None:
+    """What this tick would do, from the same forecast as `nurture plan`; writes nothing.
+    (Inbox effects are not foreseen: a reply synced first could still stop a send.)"""
+    from ..planning import plan_workspace
+
+    workspace = load_workspace(app.settings, app.db)
+    now = app.clock()
+    newcomers, planned = plan_workspace(
+        app.db, workspace, set(), now=now, days=0, default_timezone=app.settings.default_timezone
+    )
+    for cid, count in newcomers.items():
+        click.echo(f"would enrol {count} in {cid}")
+    for p in planned:
+        click.echo(f"would send {p.campaign}/{p.step}{'/' + p.variant if p.variant else ''} to {p.email} "
+                   f"(local {p.local_time:%Y-%m-%d %H:%M})")
+    click.echo(f"dry run at {now:%Y-%m-%d %H:%M} UTC: {len(planned)} send(s) due, nothing written")
 
 
 def build_engine(app: AppContext) -> Engine:
