@@ -94,6 +94,9 @@ class NodeReader:
     errors: list[CampaignError] = field(default_factory=list)
     # Dotted key path -> line, e.g. "steps.check-in.template" (for later checks' messages).
     lines: dict[str, int] = field(default_factory=dict)
+    # id(node) -> (node, value): an alias is built once, so `&a [*b, *b, ...]` chains (a
+    # "billion laughs" file) cost their distinct nodes, not their exponential expansion.
+    _built: dict[int, tuple[yaml.Node, object]] = field(default_factory=dict, repr=False)
 
     def fail(self, node: yaml.Node | int, message: str) -> None:
         where = node if isinstance(node, int) else line(node)
@@ -107,9 +110,15 @@ class NodeReader:
             except (yaml.YAMLError, ValueError, OverflowError):
                 # e.g. 2026-13-01 looks like a date but is none: let the caller say why.
                 return node.value
+        built = self._built.get(id(node))
+        if built is not None:
+            return built[1]
         if isinstance(node, yaml.SequenceNode):
-            return [self.value(item) for item in node.value]
-        return {key_text(k): self.value(v) for k, v in node.value}
+            value: object = [self.value(item) for item in node.value]
+        else:
+            value = {key_text(k): self.value(v) for k, v in node.value}
+        self._built[id(node)] = (node, value)
+        return value
 
     def mapping(
         self,

@@ -206,7 +206,7 @@ class Engine:
 
     def _decide(self, claimed, active, counters, now, report):
         """Exit checks, window and cap, only_if, rendering. Returns what to send."""
-        stamp = ledger.naive(now)
+        writes = ledger.Writes(ledger.naive(now))
         ready = []
         with self.db.sessions.begin() as session:
             for row in claimed:
@@ -223,7 +223,7 @@ class Engine:
                 elif step is None:
                     reason = "step removed from the campaign"
                 if reason:
-                    ledger.cancel(session, row.send_id, reason, stamp)
+                    writes.cancel(row.send_id, reason)
                     report.cancelled += 1
                     continue
                 zone = zone_for(campaign.schedule, cand["timezone"], self.settings.default_timezone)
@@ -232,21 +232,22 @@ class Engine:
                     counter = counters[campaign.id] = self._counter(session, campaign, now)
                 slot = counter.place(now, campaign.schedule, zone, cap_zone_for(campaign.schedule, self.settings.default_timezone))
                 if slot > now:
-                    ledger.defer(session, row.send_id, slot, stamp, reason=None, count_attempt=False)
+                    writes.defer(row.send_id, slot, reason=None, count_attempt=False)
                     report.rescheduled += 1
                     continue
                 if step.only_if and not evaluate(step.only_if, cand, now):
                     rule = ", ".join(f"{c.field} {c.op} {c.value!r}" for c in step.only_if)
-                    ledger.finish(session, row.send_id, row.enrollment_id, "skipped", stamp, reason=f"only_if: {rule}")
+                    writes.finish(row.send_id, row.enrollment_id, row.step_id, "skipped", reason=f"only_if: {rule}")
                     report.skipped += 1
                     continue
                 try:
                     message = self._render(campaign, step, row, zone, now)
                 except (TemplateError, ValueError) as exc:
-                    ledger.finish(session, row.send_id, row.enrollment_id, "failed", stamp, reason=f"cannot render: {exc}")
+                    writes.finish(row.send_id, row.enrollment_id, row.step_id, "failed", reason=f"cannot render: {exc}")
                     report.failed += 1
                     continue
                 ready.append((row.send_id, row, message))
+            writes.flush(session)
         return ready
 
     def _counter(self, session, campaign: Campaign, now: datetime) -> DailyCounter:
@@ -285,45 +286,50 @@ class Engine:
             return_exceptions=True,
         )
         refused: TransportRefused | None = None
+        writes = ledger.Writes(stamp)
+        bounced: list[str] = []
+        for (sid, row, _), result in zip(sendable, results, strict=True):
+            if isinstance(result, TransportRefused):
+                # Refused before any data: back to the queue untouched, then stop.
+                writes.defer(sid, row.due_at, reason=str(result), count_attempt=False)
+                refused = result
+                continue
+            if isinstance(result, BaseException):
+                # A fault we cannot place: the data may have left. Never resend blindly.
+                result = Delivery(Outcome.UNKNOWN, None, f"transport error: {type(result).__name__}: {result}")
+            if self._record(writes, row, result, now, report):
+                bounced.append(row.candidate["email"])
         with self.db.sessions.begin() as session:
-            for (sid, row, _), result in zip(sendable, results, strict=True):
-                if isinstance(result, TransportRefused):
-                    # Refused before any data: back to the queue untouched, then stop.
-                    ledger.defer(session, sid, row.due_at, stamp, reason=str(result), count_attempt=False)
-                    refused = result
-                    continue
-                if isinstance(result, BaseException):
-                    # A fault we cannot place: the data may have left. Never resend blindly.
-                    result = Delivery(Outcome.UNKNOWN, None, f"transport error: {type(result).__name__}: {result}")
-                self._record(session, row, result, now, report)
+            writes.flush(session)
+            for address in bounced:
+                pool.suppress(session, self.db, address, "bounced", now)
         if refused is not None:
             raise refused
 
-    def _record(self, session, row, delivery: Delivery, now: datetime, report: TickReport) -> None:
-        stamp = ledger.naive(now)
+    def _record(self, writes: ledger.Writes, row, delivery: Delivery, now: datetime, report: TickReport) -> bool:
+        """Turn a delivery into a ledger outcome; True when the address must be suppressed."""
         outcome = delivery.outcome
         if outcome is Outcome.SENT:
-            ledger.finish(session, row.send_id, row.enrollment_id, "sent", stamp, response=delivery.response, sent=True)
+            writes.finish(row.send_id, row.enrollment_id, row.step_id, "sent", response=delivery.response, sent=True)
             report.sent += 1
         elif outcome is Outcome.UNKNOWN:
-            ledger.finish(session, row.send_id, row.enrollment_id, "unknown", stamp, reason=delivery.response, sent=True)
+            writes.finish(row.send_id, row.enrollment_id, row.step_id, "unknown", reason=delivery.response, sent=True)
             report.unknown += 1
         elif outcome is Outcome.DEFERRED:
             attempts = row.attempts + 1
             if attempts >= self.settings.smtp.max_attempts:
-                ledger.finish(
-                    session, row.send_id, row.enrollment_id, "failed", stamp,
-                    reason=f"gave up after {attempts} attempts: {delivery.response}",
-                )
+                writes.finish(row.send_id, row.enrollment_id, row.step_id, "failed",
+                              reason=f"gave up after {attempts} attempts: {delivery.response}")
                 report.failed += 1
             else:
-                ledger.defer(session, row.send_id, now + backoff(attempts), stamp, reason=delivery.response, count_attempt=True)
+                writes.defer(row.send_id, now + backoff(attempts), reason=delivery.response, count_attempt=True)
                 report.deferred += 1
         else:
-            ledger.finish(session, row.send_id, row.enrollment_id, "failed", stamp, response=delivery.response, reason=delivery.response)
+            writes.finish(row.send_id, row.enrollment_id, row.step_id, "failed",
+                          response=delivery.response, reason=delivery.response)
             report.failed += 1
-            if delivery.recipient_rejected:
-                pool.suppress(session, self.db, row.candidate["email"], "bounced", now)
+            return delivery.recipient_rejected
+        return False
 
     def _release(self, send_ids: list[int]) -> None:
         """Stopping: hand back rows claimed but not started, due as they were."""
@@ -331,5 +337,4 @@ class Engine:
             return
         stamp = ledger.naive(self.clock())
         with self.db.sessions.begin() as session:
-            for sid in send_ids:
-                ledger.release(session, sid, self.owner, stamp)
+            ledger.release(session, send_ids, self.owner, stamp)

@@ -150,7 +150,7 @@ def test_kill_between_smtp_acceptance_and_ledger_write_is_unknown_not_resent(tmp
     original = Engine._record
     crashed = {}
 
-    def crash_before_recording(self, session, row, delivery, now, report):
+    def crash_before_recording(self, writes, row, delivery, now, report):
         crashed["yes"] = True
         raise SystemExit("simulated crash after the server accepted the message")
 

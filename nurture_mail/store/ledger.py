@@ -21,6 +21,7 @@ from sqlalchemy import (
     DateTime,
     String,
     and_,
+    bindparam,
     exists,
     func,
     literal,
@@ -318,12 +319,12 @@ def claim(
     return sorted(session.execute(stmt).scalars())
 
 
-def release(session: Session, send_id: int, owner: str, stamp: datetime) -> None:
-    """Hand a claimed row back untouched (the sender is stopping before its data started)."""
+def release(session: Session, send_ids: Sequence[int], owner: str, stamp: datetime) -> None:
+    """Hand claimed rows back untouched (the sender is stopping before their data started)."""
     session.execute(
         update(Send)
         .where(
-            Send.id == send_id,
+            Send.id.in_(list(send_ids)),
             Send.state == "claimed",
             Send.claimed_by == owner,
             Send.data_started.is_(False),
@@ -350,41 +351,61 @@ class Claimed:
 
 
 def claimed_details(session: Session, ids: Sequence[int]) -> list[Claimed]:
+    """Everything about the claimed rows in two Core queries (no ORM objects: a hot path)."""
     if not ids:
         return []
-    suppressed = exists().where(Suppression.email == Candidate.email)
+    sends, enrollments, candidates = Send.__table__, Enrollment.__table__, Candidate.__table__
+    suppressed = exists().where(Suppression.__table__.c.email == candidates.c.email)
     rows = session.execute(
-        select(Send, Enrollment.state, Candidate, suppressed.label("suppressed"))
-        .join(Enrollment, Enrollment.id == Send.enrollment_id)
-        .join(Candidate, Candidate.id == Send.candidate_id)
-        .where(Send.id.in_(list(ids)))
-        .order_by(Send.id)
-    ).all()
-    tags: dict[int, list[str]] = {}
-    for cid, tag in session.execute(
-        select(CandidateTag.candidate_id, CandidateTag.tag).where(
-            CandidateTag.candidate_id.in_({r[2].id for r in rows})
+        select(
+            sends.c.id, sends.c.enrollment_id, sends.c.campaign_id, sends.c.step_id,
+            sends.c.variant, sends.c.message_id, sends.c.attempts, sends.c.due_at,
+            enrollments.c.state.label("enrollment_state"), suppressed.label("suppressed"),
+            *candidates.c,
         )
+        .select_from(sends.join(enrollments, enrollments.c.id == sends.c.enrollment_id)
+                     .join(candidates, candidates.c.id == sends.c.candidate_id))
+        .where(sends.c.id.in_(list(ids)))
+        .order_by(sends.c.id)
+    ).mappings().all()
+    tags: dict[int, list[str]] = {}
+    tag_t = CandidateTag.__table__
+    for cid, tag in session.execute(
+        select(tag_t.c.candidate_id, tag_t.c.tag).where(tag_t.c.candidate_id.in_({r[candidates.c.id] for r in rows}))
     ):
         tags.setdefault(cid, []).append(tag)
     out = []
-    for send, enrollment_state, c, is_suppressed in rows:
+    for r in rows:
+        cid = r[candidates.c.id]
         out.append(
             Claimed(
-                send_id=send.id,
-                enrollment_id=send.enrollment_id,
-                campaign_id=send.campaign_id,
-                step_id=send.step_id,
-                variant=send.variant,
-                message_id=send.message_id,
-                attempts=send.attempts,
-                due_at=aware(send.due_at),
-                enrollment_state=enrollment_state,
-                suppressed=bool(is_suppressed),
-                candidate=candidate_fields(c, sorted(tags.get(c.id, []))),
+                send_id=r[sends.c.id],
+                enrollment_id=r["enrollment_id"],
+                campaign_id=r["campaign_id"],
+                step_id=r["step_id"],
+                variant=r["variant"],
+                message_id=r["message_id"],
+                attempts=r["attempts"],
+                due_at=aware(r["due_at"]),
+                enrollment_state=r["enrollment_state"],
+                suppressed=bool(r["suppressed"]),
+                candidate=candidate_fields(_CandidateRow(r, candidates), sorted(tags.get(cid, []))),
             )
         )
     return out
+
+
+class _CandidateRow:
+    """Attribute access over a Core row, so `candidate_fields` serves ORM objects and rows."""
+
+    __slots__ = ("_row", "_cols")
+
+    def __init__(self, row, table):
+        self._row = row
+        self._cols = table.c
+
+    def __getattr__(self, name: str):
+        return self._row[self._cols[name]]
 
 
 def candidate_fields(c: Candidate, tags: list[str]) -> dict:
@@ -422,23 +443,37 @@ def mark_data_started(
     so not sent. Stores what is about to be sent: recipient, subject, compressed message.
     Returns the ids that may be sent.
     """
-    marked = []
-    for send_id, (to_addr, subject, body) in prepared.items():
-        result = session.execute(
-            update(Send)
-            .where(Send.id == send_id, Send.state == "claimed", Send.claimed_by == owner)
+    if not prepared:
+        return []
+    t = Send.__table__
+    marked = list(
+        session.execute(
+            update(t)
+            .where(t.c.id.in_(list(prepared)), t.c.state == "claimed", t.c.claimed_by == owner)
             .values(
                 data_started=True,
-                to_addr=to_addr,
-                subject=subject,
-                body=zlib.compress(body, 6),
-                attempts=Send.attempts + 1,
+                attempts=t.c.attempts + 1,
                 lease_until=naive(lease_until),
                 updated_at=stamp,
             )
+            .returning(t.c.id)
+        ).scalars()
+    )
+    if marked:
+        session.execute(
+            update(t)
+            .where(t.c.id == bindparam("p_id"))
+            .values(to_addr=bindparam("p_to"), subject=bindparam("p_subject"), body=bindparam("p_body")),
+            [
+                {
+                    "p_id": sid,
+                    "p_to": prepared[sid][0],
+                    "p_subject": prepared[sid][1],
+                    "p_body": zlib.compress(prepared[sid][2], 1),
+                }
+                for sid in marked
+            ],
         )
-        if result.rowcount == 1:
-            marked.append(send_id)
     return marked
 
 
@@ -451,47 +486,68 @@ def renew(session: Session, owner: str, ids: Sequence[int], lease_until: datetim
         )
 
 
-def finish(session: Session, send_id: int, enrollment_id: int, state: str, stamp: datetime, *, response: str | None = None, reason: str | None = None, sent: bool = False) -> None:
-    """A final state (sent, failed, unknown, skipped): the enrollment moves to its next step."""
-    values: dict = {
-        "state": state,
-        "claimed_by": None,
-        "lease_until": None,
-        "updated_at": stamp,
-        "smtp_response": response,
-        "reason": reason,
-    }
-    if sent:
-        values["sent_at"] = stamp
-    session.execute(update(Send).where(Send.id == send_id).values(**values))
-    session.execute(
-        update(Enrollment)
-        .where(Enrollment.id == enrollment_id, Enrollment.state == "active")
-        .values(needs_next=True, last_sent_at=stamp, last_step_id=select(Send.step_id).where(Send.id == send_id).scalar_subquery())
-    )
+class Writes:
+    """Outcomes of a batch, written with one executemany per kind (Core: a hot path)."""
 
+    def __init__(self, stamp: datetime):
+        self.stamp = stamp
+        self.finished: list[dict] = []
+        self.moved: list[dict] = []
+        self.cancelled: list[dict] = []
 
-def defer(session: Session, send_id: int, due: datetime, stamp: datetime, *, reason: str | None, count_attempt: bool) -> None:
-    """Back to the queue at `due` (temporary failure, closed window, daily cap)."""
-    values: dict = {
-        "state": "deferred" if count_attempt else "scheduled",
-        "due_at": naive(due),
-        "claimed_by": None,
-        "lease_until": None,
-        "data_started": False,
-        "updated_at": stamp,
-    }
-    if reason is not None:
-        values["reason"] = reason
-    session.execute(update(Send).where(Send.id == send_id).values(**values))
+    def finish(self, send_id: int, enrollment_id: int, step_id: str, state: str, *,
+               response: str | None = None, reason: str | None = None, sent: bool = False) -> None:
+        """A final state (sent, failed, unknown, skipped): the enrollment moves to its next step."""
+        self.finished.append({
+            "p_id": send_id, "p_enrollment": enrollment_id, "p_step": step_id, "p_state": state,
+            "p_response": response, "p_reason": reason, "p_sent_at": self.stamp if sent else None,
+        })
 
+    def defer(self, send_id: int, due: datetime, *, reason: str | None, count_attempt: bool) -> None:
+        """Back to the queue at `due` (temporary failure, closed window, daily cap, stopping)."""
+        self.moved.append({
+            "p_id": send_id, "p_state": "deferred" if count_attempt else "scheduled",
+            "p_due": naive(due), "p_reason": reason,
+        })
 
-def cancel(session: Session, send_id: int, reason: str, stamp: datetime) -> None:
-    session.execute(
-        update(Send)
-        .where(Send.id == send_id)
-        .values(state="cancelled", reason=reason, claimed_by=None, lease_until=None, updated_at=stamp)
-    )
+    def cancel(self, send_id: int, reason: str) -> None:
+        self.cancelled.append({"p_id": send_id, "p_reason": reason})
+
+    def flush(self, session: Session) -> None:
+        sends, enrollments = Send.__table__, Enrollment.__table__
+        if self.finished:
+            session.execute(
+                update(sends).where(sends.c.id == bindparam("p_id")).values(
+                    state=bindparam("p_state"), smtp_response=bindparam("p_response"),
+                    reason=bindparam("p_reason"), sent_at=bindparam("p_sent_at"),
+                    claimed_by=None, lease_until=None, updated_at=self.stamp,
+                ),
+                self.finished,
+            )
+            session.execute(
+                update(enrollments)
+                .where(enrollments.c.id == bindparam("p_enrollment"), enrollments.c.state == "active")
+                .values(needs_next=True, last_sent_at=self.stamp, last_step_id=bindparam("p_step")),
+                [{"p_enrollment": f["p_enrollment"], "p_step": f["p_step"]} for f in self.finished],
+            )
+        if self.moved:
+            session.execute(
+                update(sends).where(sends.c.id == bindparam("p_id")).values(
+                    state=bindparam("p_state"), due_at=bindparam("p_due"),
+                    reason=func.coalesce(bindparam("p_reason"), sends.c.reason),
+                    claimed_by=None, lease_until=None, data_started=False, updated_at=self.stamp,
+                ),
+                self.moved,
+            )
+        if self.cancelled:
+            session.execute(
+                update(sends).where(sends.c.id == bindparam("p_id")).values(
+                    state="cancelled", reason=bindparam("p_reason"),
+                    claimed_by=None, lease_until=None, updated_at=self.stamp,
+                ),
+                self.cancelled,
+            )
+        self.finished, self.moved, self.cancelled = [], [], []
 
 
 def sent_between(session: Session, campaign_id: str, start: datetime, end: datetime) -> int:

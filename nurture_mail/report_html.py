@@ -1,0 +1,115 @@
+"""The HTML report: one self-contained page (inline CSS and SVG, no scripts, no external
+assets) from `report_templates/report.html`, rendered with autoescaping Jinja2.
+
+The same page is `nurture report --format html` and the live dashboard of `nurture serve`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from . import charts
+from .pool_report import PoolReport
+from .reports import Report, StepReport, human_duration, percent
+
+# Past this many candidates the page shows the first ones and says where the rest are.
+POOL_ROWS_SHOWN = 500
+
+
+@dataclass(frozen=True)
+class VariantChart:
+    campaign: str
+    step: str
+    svg: Markup
+    note: str
+    significant: bool
+
+
+@cache
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("nurture_mail", "report_templates"),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["percent"] = percent
+    env.filters["duration"] = human_duration
+    return env
+
+
+def _step_label(campaign: str, step: StepReport, many: bool) -> str:
+    return f"{campaign} · {step.id}" if many else step.id
+
+
+def _rate_text(replied: int, delivered: int, rate: float | None) -> str:
+    return f"{percent(rate)}  ({replied}/{delivered})"
+
+
+def report_charts(report: Report) -> dict:
+    """Every chart of the page, as inline SVG."""
+    many = len(report.campaigns) > 1
+    step_bars = [
+        charts.Bar(_step_label(c.id, s, many), s.stats.reply_rate or 0.0,
+                   _rate_text(s.stats.replied, s.stats.delivered, s.stats.reply_rate))
+        for c in report.campaigns
+        for s in c.steps
+        if s.stats.counts["sends"]
+    ]
+    top_rate = max((b.value for b in step_bars), default=0.0)
+    variants = []
+    for c in report.campaigns:
+        for s in c.steps:
+            if s.test is None:
+                continue
+            bars = [
+                charts.Bar(f"variant {v.id}", v.stats.reply_rate or 0.0,
+                           _rate_text(v.stats.replied, v.stats.delivered, v.stats.reply_rate))
+                for v in s.variants
+            ]
+            svg = charts.bar_chart(bars, f"Reply rate by variant: {c.id} / {s.id}",
+                                   maximum=max(1e-9, max(b.value for b in bars)), color=charts.REPLY)
+            variants.append(VariantChart(c.id, s.id, svg, s.test.note, s.test.significant))
+    funnels = []
+    for c in report.campaigns:
+        bars = [charts.Bar("enrolled", c.enrolled, str(c.enrolled)),
+                charts.Bar("still active", c.active, str(c.active))]
+        bars += [charts.Bar(f"left: {reason}", n, str(n)) for reason, n in
+                 sorted(c.exits.items(), key=lambda kv: (-kv[1], kv[0]))]
+        funnels.append((c.id, charts.bar_chart(bars, f"Enrolments and exits: {c.id}",
+                                               maximum=max(1, c.enrolled, *(b.value for b in bars)))))
+    return {
+        "weekly": charts.weekly_chart(report.weekly),
+        "steps": charts.bar_chart(step_bars, "Reply rate by step", maximum=max(top_rate, 1e-9)),
+        "variants": variants,
+        "funnels": funnels,
+    }
+
+
+def render(
+    report: Report | None,
+    pool: PoolReport | None,
+    *,
+    title: str,
+    company: str,
+    ledger_states: list[tuple[str, int]] | None = None,
+    campaign_count: int | None = None,
+) -> str:
+    """The whole page. `ledger_states` and `campaign_count` add the dashboard's queue panel."""
+    shown = pool.rows[:POOL_ROWS_SHOWN] if pool is not None else []
+    return _environment().get_template("report.html").render(
+        title=title,
+        company=company,
+        report=report,
+        charts=report_charts(report) if report is not None else None,
+        pool=pool,
+        pool_rows=shown,
+        pool_hidden=(len(pool.rows) - len(shown)) if pool is not None else 0,
+        ledger_states=ledger_states,
+        campaign_count=campaign_count,
+    )

@@ -1,0 +1,361 @@
+"""Report rows -> a report: campaigns with their steps and variants, then JSON, CSV and table rows.
+
+Pure: the store hands over aggregates (counts, rates and percentiles computed in SQL), this
+module arranges them, adds the variant significance note and formats. Nothing here reads the
+clock or the database; `gather` is the one function that asks the store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from .errors import NotFound
+from .store import reports as store
+from .store.ledger import aware
+
+# A variant comparison needs at least this many delivered sends per variant, and this many
+# replies in all, before a z-score means anything.
+MIN_DELIVERED = 30
+MIN_REPLIES = 10
+Z_CRITICAL = 1.96  # two-sided, 95%
+
+
+@dataclass(frozen=True)
+class Stats:
+    counts: dict[str, int]
+    delivered: int
+    reply_rate: float | None
+    median_reply: float | None = None  # seconds
+    p90_reply: float | None = None
+
+    @property
+    def replied(self) -> int:
+        return self.counts["replied"]
+
+
+EMPTY = Stats({c: 0 for c in store.COUNTS}, 0, None)
+
+
+@dataclass(frozen=True)
+class VariantTest:
+    """Two-proportion z-test between the best and the runner-up variant of a step."""
+
+    leader: str | None
+    runner_up: str | None
+    z: float | None
+    significant: bool
+    note: str
+
+
+@dataclass
+class VariantReport:
+    id: str | None
+    stats: Stats
+
+
+@dataclass
+class StepReport:
+    id: str
+    number: int | None
+    stats: Stats
+    variants: list[VariantReport] = field(default_factory=list)
+    exits: dict[str, int] = field(default_factory=dict)
+    test: VariantTest | None = None
+
+
+@dataclass
+class CampaignReport:
+    id: str
+    name: str
+    status: str | None
+    enrolled: int
+    active: int
+    stats: Stats
+    steps: list[StepReport]
+    exits: dict[str, int]
+
+    @property
+    def unsubscribed(self) -> int:
+        return self.exits.get("unsubscribed", 0)
+
+
+@dataclass
+class Report:
+    as_of: datetime
+    since: datetime | None
+    campaigns: list[CampaignReport]
+    weekly: list[tuple[date, int, int]]
+
+
+# --- arithmetic -------------------------------------------------------------------------------
+
+
+def two_proportion_z(x1: int, n1: int, x2: int, n2: int) -> float | None:
+    """z for the difference of two proportions with a pooled standard error; None when it is
+    undefined (an empty group, or no variation at all)."""
+    if n1 <= 0 or n2 <= 0:
+        return None
+    pooled = (x1 + x2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return None
+    return (x1 / n1 - x2 / n2) / se
+
+
+def compare_variants(variants: list[VariantReport]) -> VariantTest | None:
+    """The leader against the runner-up by reply rate; None with fewer than two variants."""
+    named = [v for v in variants if v.id is not None]
+    if len(named) < 2:
+        return None
+    ranked = sorted(named, key=lambda v: (-(v.stats.reply_rate or 0.0), -v.stats.delivered, v.id))
+    a, b = ranked[0], ranked[1]
+    sa, sb = a.stats, b.stats
+    z = two_proportion_z(sa.replied, sa.delivered, sb.replied, sb.delivered)
+    small = min(sa.delivered, sb.delivered) < MIN_DELIVERED or sa.replied + sb.replied < MIN_REPLIES
+    shown = "n/a" if z is None else f"{z:.2f}"
+    if small:
+        note = (f"not significant yet: too few sends to tell ({a.id}: {sa.delivered} delivered, "
+                f"{b.id}: {sb.delivered}; z={shown})")
+        return VariantTest(a.id, b.id, z, False, note)
+    if z is None or abs(z) < Z_CRITICAL:
+        return VariantTest(a.id, b.id, z, False, f"not significant yet ({a.id} vs {b.id}: z={shown}, |z|<1.96)")
+    return VariantTest(a.id, b.id, z, True, f"{a.id} beats {b.id} (z={shown}, p<0.05)")
+
+
+def build(
+    *,
+    as_of: datetime,
+    since: datetime | None,
+    campaigns: list[store.CampaignInfo],
+    groups: list[store.GroupRow],
+    delays: list[store.Delays],
+    enrollments: dict[str, tuple[int, int]],
+    exits: list[tuple[str, str | None, str, int]],
+    weekly: list[tuple[date, int, int]],
+) -> Report:
+    """Arrange the store's aggregates into campaigns > steps > variants."""
+    timing = {(d.level, d.campaign, d.step, d.variant): (d.median, d.p90) for d in delays}
+
+    def stats(row: store.GroupRow) -> Stats:
+        median, p90 = timing.get((row.level, row.campaign, row.step, row.variant), (None, None))
+        return Stats(row.counts, row.delivered, row.reply_rate, median, p90)
+
+    by_level: dict[str, list[store.GroupRow]] = {"campaign": [], "step": [], "variant": []}
+    for row in groups:
+        by_level[row.level].append(row)
+    out = []
+    for info in campaigns:
+        steps: dict[str, StepReport] = {}
+        for row in by_level["step"]:
+            if row.campaign == info.id:
+                steps[row.step] = StepReport(row.step, row.step_number, stats(row))
+        for row in by_level["variant"]:
+            if row.campaign == info.id and row.step in steps:
+                steps[row.step].variants.append(VariantReport(row.variant, stats(row)))
+        campaign_exits: dict[str, int] = {}
+        for cid, step, reason, n in exits:
+            if cid != info.id:
+                continue
+            campaign_exits[reason] = campaign_exits.get(reason, 0) + n
+            if step is not None:
+                if step not in steps:
+                    steps[step] = StepReport(step, None, EMPTY)
+                steps[step].exits[reason] = steps[step].exits.get(reason, 0) + n
+        for step in steps.values():
+            if all(v.id is None for v in step.variants):
+                step.variants = []  # a step without variants lists none
+            step.variants.sort(key=lambda v: (v.id is None, v.id or ""))
+            step.test = compare_variants(step.variants)
+        total = next((stats(r) for r in by_level["campaign"] if r.campaign == info.id), EMPTY)
+        enrolled, active = enrollments.get(info.id, (0, 0))
+        order = {s: i for i, s in enumerate(info.steps)}
+        ordered = sorted(
+            steps.values(),
+            key=lambda s: (order.get(s.id, len(order)), s.number if s.number is not None else 1 << 30, s.id),
+        )
+        out.append(CampaignReport(info.id, info.name, info.status, enrolled, active, total,
+                                  ordered, dict(sorted(campaign_exits.items()))))
+    return Report(as_of, since, out, weekly)
+
+
+def gather(db, *, now: datetime, since: datetime | None = None, campaign: str | None = None) -> Report:
+    """Run the report queries (one read transaction) and build the report."""
+    with db.sessions() as session:
+        infos = store.campaigns(session, campaign)
+        if campaign is not None and not infos:
+            raise NotFound(f"no campaign {campaign!r} (not in campaigns/, never enrolled anyone)")
+        filters = {"since": since, "campaign": campaign}
+        return build(
+            as_of=now,
+            since=since,
+            campaigns=infos,
+            groups=store.ledger_groups(session, **filters),
+            delays=store.reply_delays(session, **filters),
+            enrollments=store.enrollment_counts(session, **filters),
+            exits=store.exits(session, **filters),
+            weekly=store.weekly(session, **filters),
+        )
+
+
+# --- shapes -----------------------------------------------------------------------------------
+
+
+def _rate(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _seconds(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def _stats_dict(s: Stats) -> dict:
+    c = s.counts
+    return {
+        "sent": c["sent"],
+        "delivered": s.delivered,
+        "replied": c["replied"],
+        "reply_rate": _rate(s.reply_rate),
+        "auto_replies": c["auto_replies"],
+        "bounced": c["bounced"],
+        "bounced_hard": c["bounced_hard"],
+        "bounced_soft": c["bounced_soft"],
+        "failed": c["failed"],
+        "unknown": c["unknown"],
+        "deferred": c["deferred"],
+        "scheduled": c["scheduled"],
+        "skipped": c["skipped"],
+        "cancelled": c["cancelled"],
+        "median_reply_seconds": _seconds(s.median_reply),
+        "p90_reply_seconds": _seconds(s.p90_reply),
+    }
+
+
+def _test_dict(t: VariantTest | None) -> dict | None:
+    if t is None:
+        return None
+    return {"leader": t.leader, "runner_up": t.runner_up,
+            "z": None if t.z is None else round(t.z, 3), "significant": t.significant, "note": t.note}
+
+
+def to_json(report: Report) -> dict:
+    """The `report --format json` contract: fields may be added, never renamed."""
+    campaigns = []
+    for c in report.campaigns:
+        steps = []
+        for s in c.steps:
+            steps.append({
+                "id": s.id,
+                **_stats_dict(s.stats),
+                "unsubscribed": s.exits.get("unsubscribed", 0),
+                "exits": s.exits,
+                "variants": [{"id": v.id, **_stats_dict(v.stats)} for v in s.variants],
+                "variant_test": _test_dict(s.test),
+            })
+        campaigns.append({
+            "id": c.id,
+            "name": c.name,
+            "status": c.status,
+            "enrolled": c.enrolled,
+            "active": c.active,
+            **_stats_dict(c.stats),
+            "unsubscribed": c.unsubscribed,
+            "exits": c.exits,
+            "steps": steps,
+        })
+    return {
+        "as_of": _iso(report.as_of),
+        "since": _iso(report.since),
+        "definitions": {
+            "sent": "accepted by the SMTP server; a later bounce still counts as sent",
+            "delivered": "sent minus bounced",
+            "reply_rate": "replied / delivered",
+        },
+        "campaigns": campaigns,
+        "weekly": [{"week": w.isoformat(), "sent": s, "replied": r} for w, s, r in report.weekly],
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return aware(moment).isoformat().replace("+00:00", "Z")
+
+
+CSV_COLUMNS = (
+    "level", "campaign", "step", "variant", "enrolled", "active", "sent", "delivered", "replied",
+    "reply_rate", "auto_replies", "bounced", "bounced_hard", "bounced_soft", "unsubscribed",
+    "scheduled", "deferred", "failed", "unknown", "skipped", "cancelled",
+    "median_reply_seconds", "p90_reply_seconds", "exits", "variant_test",
+)
+
+
+def flat_rows(report: Report) -> Iterator[dict]:
+    """One row per campaign, step and variant, in reading order (csv and the table)."""
+    for c in report.campaigns:
+        yield {"level": "campaign", "campaign": c.id, "enrolled": c.enrolled, "active": c.active,
+               **_stats_dict(c.stats), "unsubscribed": c.unsubscribed, "exits": _exits_text(c.exits)}
+        for s in c.steps:
+            yield {"level": "step", "campaign": c.id, "step": s.id, **_stats_dict(s.stats),
+                   "unsubscribed": s.exits.get("unsubscribed", 0), "exits": _exits_text(s.exits),
+                   "variant_test": s.test.note if s.test else None}
+            for v in s.variants:
+                yield {"level": "variant", "campaign": c.id, "step": s.id, "variant": v.id,
+                       **_stats_dict(v.stats)}
+
+
+def _exits_text(exits: dict[str, int]) -> str:
+    return ";".join(f"{reason}={n}" for reason, n in sorted(exits.items()))
+
+
+def percent(rate: float | None) -> str:
+    return "–" if rate is None else f"{rate * 100:.1f}%"
+
+
+def human_duration(seconds: float | None) -> str:
+    """3d 4h, 5h 12m, 40m: time to reply as a person reads it."""
+    if seconds is None:
+        return "–"
+    minutes = round(seconds / 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h {mins}m" if mins else f"{hours}h"
+    return f"{mins}m"
+
+
+TABLE_COLUMNS = (
+    "campaign / step / variant", "enrolled", "active", "sent", "delivered", "replied", "rate",
+    "auto", "bounced h/s", "unsub", "pending", "deferred", "failed", "unknown", "median", "p90",
+)
+
+
+def table_rows(report: Report) -> Iterator[tuple[str, ...]]:
+    """Rows for the terminal table; the label column is indented by level."""
+    for row in flat_rows(report):
+        level = row["level"]
+        label = {"campaign": row["campaign"], "step": f"  {row.get('step')}",
+                 "variant": f"    variant {row.get('variant') or '(none)'}"}[level]
+        blank = level != "campaign"
+        yield (
+            label,
+            "" if blank else str(row["enrolled"]),
+            "" if blank else str(row["active"]),
+            str(row["sent"]),
+            str(row["delivered"]),
+            str(row["replied"]),
+            percent(row["reply_rate"]),
+            str(row["auto_replies"]),
+            f"{row['bounced_hard']}/{row['bounced_soft']}",
+            "" if level == "variant" else str(row["unsubscribed"]),
+            str(row["scheduled"]),
+            str(row["deferred"]),
+            str(row["failed"]),
+            str(row["unknown"]),
+            human_duration(row["median_reply_seconds"]),
+            human_duration(row["p90_reply_seconds"]),
+        )
