@@ -187,7 +187,16 @@ def serve_forever(settings, db: Database, clock: Callable[[], datetime], *, owne
         report = engine.tick(clock())
         log.info("tick: %s", report.summary())
 
-    daemon = Daemon(beat, settings.tick_seconds)
+    def poll_inbox() -> None:
+        report = sync_inbox(settings, db, watcher.current(), clock())
+        if report is not None:
+            log.info("inbox: %s", report.summary())
+            for error in report.errors:
+                log.error("inbox: %s", error)
+
+    # The inbox has its own beat ([imap] poll_minutes); a tick never waits for IMAP.
+    extra = [(poll_inbox, settings.imap.poll_minutes * 60)] if settings.imap.url else []
+    daemon = Daemon(beat, settings.tick_seconds, extra_jobs=extra)
     log.info("nurture run: %s, ticking every %ss (owner %s)", db.dialect, settings.tick_seconds, owner)
     try:
         daemon.run()
@@ -195,3 +204,13 @@ def serve_forever(settings, db: Database, clock: Callable[[], datetime], *, owne
         if lock is not None:
             lock.release()
     log.info("stopped")
+
+
+def sync_inbox(settings, db: Database, workspace, now: datetime):
+    """Read the configured inbox (if any) before enrolling and sending; None without [imap]."""
+    if not settings.imap.url:
+        return None
+    from .reply_sync import sync_replies
+
+    exit_when = {c.id: c.exit_when for c in workspace.campaigns}
+    return sync_replies(settings, db, now=now, exit_when=exit_when)

@@ -154,6 +154,7 @@ class Engine:
                         candidate_key=p.email,
                         candidate_timezone=p.timezone,
                         default_timezone=self.settings.default_timezone,
+                        not_before=p.paused_until,
                     )
                     rows.append(
                         ledger.new_send_row(

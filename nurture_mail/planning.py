@@ -84,8 +84,9 @@ def forecast(
         step = next_step(campaign, track.done)
         if step is None:
             continue
-        due = schedule_step(campaign, step, anchor=track.anchor, candidate_key=cand["email"], candidate_timezone=cand.get("timezone"),
-                            default_timezone=default_timezone)
+        due = schedule_step(campaign, step, anchor=track.anchor, candidate_key=cand["email"],
+                            candidate_timezone=cand.get("timezone"), default_timezone=default_timezone,
+                            not_before=track.paused_until)
         at = max(due.due_at, now)
         heapq.heappush(heap, (at, next(seq), _Event(at, step, due.variant, track, track.done, zone)))
 
@@ -113,7 +114,8 @@ def forecast(
         if following is None:
             continue
         due = schedule_step(campaign, following, anchor=slot, candidate_key=cand["email"],
-                            candidate_timezone=cand.get("timezone"), default_timezone=default_timezone)
+                            candidate_timezone=cand.get("timezone"), default_timezone=default_timezone,
+                            not_before=event.track.paused_until)
         heapq.heappush(heap, (due.due_at, next(seq), _Event(due.due_at, following, due.variant, event.track, done, event.zone)))
 
 

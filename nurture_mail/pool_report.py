@@ -35,12 +35,12 @@ class PoolReport:
 
 
 def first_line(text: str | None) -> str | None:
-    """The first line that says something, without quoting marks; cut to LINE_MAX."""
+    """The first line that says something (quoted lines skipped); cut to LINE_MAX."""
     if not text:
         return None
     for line in text.splitlines():
-        line = line.strip().lstrip(">").strip()
-        if line:
+        line = line.strip()
+        if line and not line.startswith(">"):
             return line if len(line) <= LINE_MAX else line[: LINE_MAX - 1] + "…"
     return None
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from .campaigns import Campaign, Step
-from .schedule import pick_variant, step_due, zone_for
+from .schedule import next_slot, pick_variant, step_due, zone_for
 
 
 def next_step(campaign: Campaign, done: Collection[str]) -> Step | None:
@@ -50,11 +50,15 @@ def schedule_step(
     candidate_key: str,
     candidate_timezone: str | None,
     default_timezone: str,
+    not_before: datetime | None = None,
 ) -> Due:
     """When `step` is due: `wait` after the anchor (enrolment, or the previous send), moved
-    into the send window in the right zone; and its sticky A/B variant."""
+    into the send window in the right zone, and not before `not_before` (an out-of-office
+    pause); and its sticky A/B variant."""
     zone = zone_for(campaign.schedule, candidate_timezone, default_timezone)
     due = step_due(anchor, step.wait, campaign.schedule, zone)
+    if not_before is not None and due < not_before:
+        due = next_slot(not_before, campaign.schedule, zone)
     return Due(step=step, variant=variant_for(step, candidate_key), due_at=due, zone=zone)
 
 

@@ -264,3 +264,22 @@ def test_batches_are_bounded_by_size_and_huge_messages_by_a_prefix(dovecot, fold
     assert server_state(dovecot, folder) == before
     report = sync(quick, [inbox(dovecot, folder, max_batch_bytes=1500, max_message_bytes=2000)], at)
     assert (report.read, report.new) == (5, 5)
+
+
+def test_tick_reads_the_inbox_before_it_sends(dovecot, folder, quick, monkeypatch, run_cli):
+    """`nurture tick` = sync replies, then enrol and send: a reply that arrived before the next
+    step falls due stops that step in the same tick."""
+    send = sent_to(quick, "berlin@example.com")
+    replied_at = send.sent_at.replace(tzinfo=UTC) + timedelta(hours=2)
+    append(dovecot, folder, [(human_reply(send, replied_at), replied_at)])
+    monkeypatch.chdir(quick.root)
+    monkeypatch.setenv("NURTURE_IMAP_URL", dovecot.url.rsplit("/", 1)[0] + "/" + folder)
+    monkeypatch.setenv("NURTURE_IMAP_STARTTLS", "off")
+    due = pending_of(quick, "berlin@example.com").due_at.replace(tzinfo=UTC)
+    quick.close()
+    result = run_cli("--database", quick.db_url, "--now", (due + timedelta(minutes=5)).isoformat(), "tick")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("inbox: ")
+    enrollment = enrollment_of(quick, "berlin@example.com")
+    assert (enrollment.state, enrollment.exit_reason) == ("exited", "replied")
+    assert not [r for r in quick.sink.received if r.rcpt == "berlin@example.com" and b"check-in" in r.data]

@@ -8,9 +8,8 @@ from datetime import timedelta
 
 import click
 
-from ..daemon import lock_for
+from ..daemon import lock_for, sync_inbox
 from ..engine import Engine
-from ..errors import NotAvailable
 from ..transport import make_transport
 from ..workspace import load_workspace
 from . import cli
@@ -30,7 +29,13 @@ def tick(app: AppContext, dry_run):
     if lock is not None:
         lock.acquire()
     try:
-        report = engine.tick(app.clock())
+        now = app.clock()
+        inbox = sync_inbox(app.settings, app.db, engine.workspace, now)
+        if inbox is not None:
+            click.echo(f"inbox: {inbox.summary()}")
+            for error in inbox.errors:
+                click.echo(f"inbox: {error}", err=True)
+        report = engine.tick(now)
     finally:
         if lock is not None:
             lock.release()

@@ -25,6 +25,7 @@ class Track:
     pending_step: str | None = None  # a queued row: its step, variant and due time
     pending_variant: str | None = None
     pending_due: datetime | None = None
+    paused_until: datetime | None = None  # an out-of-office: no step before this
 
 
 def _with_tags(session: Session, candidates: list[Candidate]) -> list[dict]:
@@ -69,6 +70,7 @@ def enrolled_tracks(session: Session, campaign_id: str) -> Iterator[Track]:
                 pending_step=q.step_id if q else None,
                 pending_variant=q.variant if q else None,
                 pending_due=aware(q.due_at) if q else None,
+                paused_until=aware(enrollment.paused_until),
             )
 
 

@@ -167,6 +167,7 @@ class Pending:
     timezone: str | None
     anchor: datetime  # aware UTC: enrolment time, or the previous step's send
     done: frozenset[str]
+    paused_until: datetime | None = None  # an out-of-office: not before this
 
 
 def needing_next(session: Session, campaign_id: str, limit: int) -> list[Pending]:
@@ -177,6 +178,7 @@ def needing_next(session: Session, campaign_id: str, limit: int) -> list[Pending
             Candidate.email,
             Candidate.timezone,
             func.coalesce(Enrollment.last_sent_at, Enrollment.enrolled_at),
+            Enrollment.paused_until,
         )
         .join(Candidate, Candidate.id == Enrollment.candidate_id)
         .where(
@@ -195,7 +197,7 @@ def needing_next(session: Session, campaign_id: str, limit: int) -> list[Pending
     ):
         done[eid].add(step_id)
     return [
-        Pending(r[0], r[1], r[2], r[3], aware(r[4]), frozenset(done[r[0]])) for r in rows
+        Pending(r[0], r[1], r[2], r[3], aware(r[4]), frozenset(done[r[0]]), aware(r[5])) for r in rows
     ]
 
 

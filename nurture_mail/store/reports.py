@@ -471,7 +471,10 @@ def pool_rows(
     if where.group:
         query = query.where(group == where.group)
     order_group = case((group == "warm", 0), (group == "cooling", 1), else_=2)
-    newest_first = (lambda col: (col.is_(None), col.desc()))
+
+    def newest_first(column):
+        return (column.is_(None), column.desc())
+
     orders = {
         "group": (order_group, *newest_first(reply.c.at), *newest_first(contact.c.at)),
         "last-reply": newest_first(reply.c.at),
