@@ -163,14 +163,33 @@ class Daemon:
             raise self.failure
 
 
-def serve_forever(settings, db: Database, clock: Callable[[], datetime], *, owner: str | None = None) -> None:
-    """The daemon proper: lock (SQLite), then beats until a signal; always releases the lock."""
+def serve_forever(
+    settings,
+    db: Database,
+    clock: Callable[[], datetime],
+    *,
+    owner: str | None = None,
+    workers: int = 1,
+    spawn: tuple | None = None,
+    helper: bool = False,
+) -> None:
+    """The daemon proper: lock (SQLite), then beats until a signal; always releases the lock.
+
+    `workers` > 1 starts that many sender processes in all (this one included) under the one
+    lock: claims are atomic on both databases, so they share the queue without duplicates.
+    `spawn` is (config path, database url, --now, verbose) for the helpers; a helper holds no
+    lock and leaves the inbox to the parent.
+    """
+    import multiprocessing
+
     from .engine import Engine, new_owner
     from .transport import make_transport
     from .workspace import WorkspaceWatcher
 
     owner = owner or new_owner()
-    lock = lock_for(db, owner, timedelta(seconds=max(3 * settings.tick_seconds, settings.lease_seconds)))
+    lock = None
+    if not helper:
+        lock = lock_for(db, owner, timedelta(seconds=max(3 * settings.tick_seconds, settings.lease_seconds)))
     if lock is not None:
         lock.acquire()
     watcher = WorkspaceWatcher(settings, db)
@@ -195,15 +214,42 @@ def serve_forever(settings, db: Database, clock: Callable[[], datetime], *, owne
                 log.error("inbox: %s", error)
 
     # The inbox has its own beat ([imap] poll_minutes); a tick never waits for IMAP.
-    extra = [(poll_inbox, settings.imap.poll_minutes * 60)] if settings.imap.url else []
+    extra = [(poll_inbox, settings.imap.poll_minutes * 60)] if settings.imap.url and not helper else []
     daemon = Daemon(beat, settings.tick_seconds, extra_jobs=extra)
-    log.info("nurture run: %s, ticking every %ss (owner %s)", db.dialect, settings.tick_seconds, owner)
+    children = []
+    if workers > 1 and spawn is not None:
+        ctx = multiprocessing.get_context("spawn")
+        for i in range(1, workers):
+            child = ctx.Process(target=_helper_main, args=(*spawn, f"{owner}/w{i}"), daemon=False)
+            child.start()
+            children.append(child)
+    log.info("nurture run: %s, %d sender(s), ticking every %ss (owner %s)",
+             db.dialect, 1 + len(children), settings.tick_seconds, owner)
     try:
         daemon.run()
     finally:
+        for child in children:
+            child.terminate()  # SIGTERM: each finishes its message in flight
+        for child in children:
+            child.join(timeout=120)
         if lock is not None:
             lock.release()
     log.info("stopped")
+
+
+def _helper_main(config_path, database_url, now, verbose, owner) -> None:
+    """A helper sender process of `nurture run --workers N`."""
+    from .config import load_settings
+    from .database import open_database
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    settings = load_settings(config_path, database_url=database_url, now=now, verbose=verbose)
+    db = open_database(settings.database_url)
+    try:
+        serve_forever(settings, db, offset_clock(settings.now), owner=owner, helper=True)
+    finally:
+        db.dispose()
 
 
 def sync_inbox(settings, db: Database, workspace, now: datetime):

@@ -105,3 +105,21 @@ def test_second_daemon_on_sqlite_says_who_holds_the_lock(sqlite_env):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_run_with_two_workers_shares_the_queue_without_duplicates(env):
+    subprocess.run(nurture(env, "--now", T0.isoformat(), "tick"), cwd=env.root, check=True, capture_output=True)
+    proc = subprocess.Popen(nurture(env, "--now", (T0 + timedelta(hours=1)).isoformat(), "run", "--workers", "2"),
+                            cwd=env.root, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: len(env.sink.received) >= 30), "daemon did not send"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "2 sender(s)" in err
+    ids = env.sink.message_ids()
+    assert len(ids) == len(set(ids)) == 30
+    assert {s.state for s in env.sends()} == {"sent"}

@@ -43,8 +43,10 @@ def tick(app: AppContext, dry_run):
 
 
 @cli.command()
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Sender processes sharing the queue (one lock holder; the others help it send).")
 @click.pass_obj
-def run(app: AppContext):
+def run(app: AppContext, workers: int):
     """The daemon: tick on a schedule until SIGTERM/SIGINT."""
     from ..daemon import offset_clock, serve_forever
 
@@ -54,7 +56,8 @@ def run(app: AppContext):
         stream=sys.stderr,
     )
     settings = app.settings
-    serve_forever(settings, app.db, offset_clock(settings.now))
+    spawn = (app.config_path, app.database_url, app.now, app.verbose)
+    serve_forever(settings, app.db, offset_clock(settings.now), workers=workers, spawn=spawn)
 
 
 @cli.command()

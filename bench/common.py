@@ -1,0 +1,100 @@
+"""Shared pieces: loopback servers started and stopped by each benchmark, timing, results."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+PG_URL = os.environ.get("NURTURE_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@dataclass
+class Figure:
+    benchmark: str
+    value: float
+    unit: str
+    detail: dict = field(default_factory=dict)
+
+    def row(self) -> str:
+        extra = ", ".join(f"{k}={v}" for k, v in self.detail.items())
+        return f"{self.benchmark:<48} {self.value:>12,.1f} {self.unit:<10} {extra}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def have_postfix() -> bool:
+    return Path(SMTP_SINK).exists() and Path(SMTP_SOURCE).exists()
+
+
+@contextmanager
+def smtp_sink(backlog: int = 1000):
+    """Postfix's smtp-sink on a loopback port: accepts everything, stores nothing."""
+    port = free_port()
+    args = [SMTP_SINK]
+    if os.geteuid() == 0:
+        args += ["-u", "nobody"]
+    proc = subprocess.Popen(args + [f"127.0.0.1:{port}", str(backlog)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.02)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def fresh_pg_schema(base: str = PG_URL) -> tuple[str, callable]:
+    """A new PostgreSQL schema for one run; returns (url, drop)."""
+    import secrets
+
+    from sqlalchemy import create_engine, text
+
+    schema = "bench_" + secrets.token_hex(4)
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}", drop
+
+
+def peak_rss_children_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def save(name: str, figures: list[Figure]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps([f.__dict__ for f in figures], indent=2, default=str))
+    return path
+
+
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,162 @@
+"""Send throughput: the ceiling (Postfix smtp-source -> smtp-sink), a naive baseline (render +
+EmailMessage + one smtplib connection) and the real engine end to end (ledger rows due ->
+claimed -> rendered -> sent -> recorded) through `nurture run` processes, on SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import signal
+import smtplib
+import subprocess
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+
+from .common import SMTP_SOURCE, Figure, fresh_pg_schema, python, smtp_sink
+
+T0 = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
+CAMPAIGN = """
+id: bench
+name: Bench
+audience: {status: [rejected], where: {first_name: {exists: true}}}
+schedule: {timezone: UTC}
+steps:
+  - {id: thank-you, wait: 1m, template: thank-you}
+"""
+
+
+def ceiling(n: int, size: int = 3000, sessions: int = 8) -> Figure:
+    with smtp_sink() as port:
+        start = time.perf_counter()
+        subprocess.run([SMTP_SOURCE, "-d", "-s", str(sessions), "-l", str(size), "-m", str(n),
+                        "-f", "bench@talent.example", "-t", "sink@example.com", f"127.0.0.1:{port}"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+        elapsed = time.perf_counter() - start
+    return Figure("send ceiling: smtp-source -> smtp-sink", n / elapsed, "msg/s",
+                  {"messages": n, "bytes": size, "sessions": sessions})
+
+
+def _workspace(root: Path, port: int, n: int) -> Path:
+    from nurture_mail.scaffold import create_workspace
+
+    create_workspace(root)
+    for f in (root / "campaigns").glob("*.yaml"):
+        f.unlink()
+    (root / "campaigns" / "bench.yaml").write_text(CAMPAIGN)
+    toml = root / "nurture.toml"
+    toml.write_text(toml.read_text() + f"""
+[smtp]
+url = "smtp://127.0.0.1:{port}"
+starttls = "off"
+max_connections = 8
+rate_per_minute = 0
+
+[daemon]
+tick_seconds = 1
+lease_seconds = 300
+batch_size = 500
+""".replace("[daemon]\ntick_seconds = 60\n", ""))
+    text = toml.read_text().replace("[daemon]\ntick_seconds = 60\n", "", 1)
+    toml.write_text(text)
+    csv = root / "people.csv"
+    with csv.open("w") as fh:
+        fh.write("email,first_name,last_name,status,role,timezone\n")
+        for i in range(n):
+            fh.write(f"person{i}@example{i % 97}.com,Name{i},Surname{i},rejected,Backend Engineer,Europe/Berlin\n")
+    return csv
+
+
+def naive(n: int) -> Figure:
+    """What a first version would do: render, EmailMessage, one smtplib connection."""
+    from nurture_mail.templates import TemplateSet
+
+    with tempfile.TemporaryDirectory() as tmp, smtp_sink() as port:
+        root = Path(tmp)
+        _workspace(root, port, 1)
+        templates = TemplateSet(root / "templates")
+        client = smtplib.SMTP("127.0.0.1", port)
+        start = time.perf_counter()
+        size = 0
+        for i in range(n):
+            ctx = {
+                "candidate": {"first_name": f"Name{i}", "last_name": "X", "role": "Engineer", "status": "rejected"},
+                "sender": {"name": "Dana Reyes", "email": "dana@talent.example"},
+                "company": {"name": "Talent Co", "postal_address": "1 Main St"},
+                "campaign": {"id": "bench", "name": "Bench"}, "step": {"id": "thank-you", "number": 1},
+                "unsubscribe_url": f"https://talent.example/u/{i}", "today": date(2027, 3, 1),
+            }
+            r = templates.render("thank-you", ctx)
+            msg = EmailMessage()
+            msg["From"] = "Dana Reyes <dana@talent.example>"
+            msg["To"] = f"Name{i} <person{i}@example.com>"
+            msg["Subject"] = r.subject
+            msg.set_content(r.text)
+            msg.add_alternative(r.html, subtype="html")
+            data = msg.as_bytes()
+            size += len(data)
+            client.sendmail("dana@talent.example", [f"person{i}@example.com"], data)
+        elapsed = time.perf_counter() - start
+        client.quit()
+    return Figure("send naive: render+EmailMessage+smtplib", n / elapsed, "msg/s",
+                  {"messages": n, "avg_bytes": size // n})
+
+
+def _count_sent(db_url: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM sends WHERE state = 'sent'")).scalar()
+    finally:
+        engine.dispose()
+
+
+def engine_run(n: int, backend: str, processes: int, timeout: float = 900) -> Figure:
+    """`nurture run` x processes against smtp-sink; rows were made due beforehand."""
+    with tempfile.TemporaryDirectory() as tmp, smtp_sink() as port:
+        root = Path(tmp)
+        csv = _workspace(root, port, n)
+        drop = None
+        if backend == "postgresql":
+            db_url, drop = fresh_pg_schema()
+        else:
+            db_url = f"sqlite:///{root / 'nurture.db'}"
+        try:
+            base = [python(), "-m", "nurture_mail", "--database", db_url]
+            subprocess.run(base + ["candidates", "import", str(csv)], cwd=root, check=True, capture_output=True)
+            t = time.perf_counter()
+            subprocess.run(base + ["--now", T0.isoformat(), "tick"], cwd=root, check=True, capture_output=True)
+            schedule_s = time.perf_counter() - t
+            later = (T0 + timedelta(hours=1)).isoformat()
+            start = time.perf_counter()
+            procs = [subprocess.Popen(base + ["--now", later, "run"], cwd=root,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                     for _ in range(processes)]
+            sent = 0
+            while time.perf_counter() - start < timeout:
+                sent = _count_sent(db_url)
+                if sent >= n:
+                    break
+                time.sleep(0.25)
+            elapsed = time.perf_counter() - start
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            errors = [p.communicate(timeout=60)[1] for p in procs]
+            rss = _peak_rss_mb()
+        finally:
+            if drop is not None:
+                drop()
+    detail = {"messages": n, "sent": sent, "processes": processes, "enrol+schedule_s": round(schedule_s, 1),
+              "peak_rss_mb": round(rss)}
+    if sent < n:
+        detail["error"] = (errors[0] or "")[-300:]
+    return Figure(f"send engine: {backend}, {processes} process(es)", sent / elapsed, "msg/s", detail)
+
+
+def _peak_rss_mb() -> float:
+    from .common import peak_rss_children_mb
+
+    return peak_rss_children_mb()
