@@ -161,6 +161,10 @@ class TransportRefused(NurtureError):
     """The server cannot be used safely at all (no STARTTLS, bad certificate): stop sending."""
 
 
+class _StaleConnection(Exception):
+    """A reused connection turned out closed before anything was sent on it."""
+
+
 class _DataPhaseLost(Exception):
     """The connection broke after the message data started: its fate is unknown."""
 
@@ -204,13 +208,15 @@ class SmtpTransport:
             try:
                 if client is None or not client.is_connected:
                     client = await self._connect()
+                    delivery = await self._transaction(client, sender, recipient, data)
                 else:
                     try:
-                        await client.execute_command(b"RSET")
-                    except aiosmtplib.SMTPException:
-                        client.close()
+                        delivery = await self._transaction(client, sender, recipient, data)
+                    except _StaleConnection:
+                        # The server closed an idle connection: nothing was sent; once more.
+                        _drop(client)
                         client = await self._connect()
-                delivery = await self._transaction(client, sender, recipient, data)
+                        delivery = await self._transaction(client, sender, recipient, data)
             except _DataPhaseLost as exc:
                 _drop(client)
                 return Delivery(Outcome.UNKNOWN, None, f"connection lost after the message data: {exc}")
@@ -232,13 +238,21 @@ class SmtpTransport:
             return delivery
 
     async def _transaction(self, client: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes) -> Delivery:
+        """One message on a clean connection; leaves it clean (RSET after a refusal) or broken.
+
+        No RSET before each message: after a completed DATA the server has already reset the
+        transaction, and the round trip costs as much as the MAIL command itself."""
         try:
             await client.mail(sender)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            raise _StaleConnection(str(exc)) from exc
         except aiosmtplib.SMTPResponseException as exc:
+            await _reset(client)
             return _from_code(exc.code, exc.message, "MAIL FROM")
         try:
             await client.rcpt(recipient)
         except aiosmtplib.SMTPResponseException as exc:
+            await _reset(client)
             return _from_code(exc.code, exc.message, "RCPT TO")
         body_started = False
         protocol = client.protocol
@@ -254,6 +268,7 @@ class SmtpTransport:
         try:
             response = await client.data(data)
         except aiosmtplib.SMTPResponseException as exc:
+            await _reset(client)
             return _from_code(exc.code, exc.message, "DATA")
         except (TimeoutError, aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
             if body_started:
@@ -270,6 +285,16 @@ class SmtpTransport:
                 await asyncio.wait_for(client.quit(), timeout=2)
             except Exception:
                 client.close()
+
+
+async def _reset(client: aiosmtplib.SMTP) -> None:
+    """Clear a refused transaction so the connection can be reused; drop it if that fails."""
+    if not client.is_connected:
+        return
+    try:
+        await client.execute_command(b"RSET")
+    except (TimeoutError, aiosmtplib.SMTPException, OSError):
+        client.close()
 
 
 def _drop(client: aiosmtplib.SMTP | None) -> None:
