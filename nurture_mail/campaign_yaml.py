@@ -10,12 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
 
 import yaml
 
 from nurture_mail.errors import CampaignError
-from nurture_mail.rules import suggest
+from nurture_mail.rules import describe, suggest
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE = "tag:yaml.org,2002:merge"
@@ -58,19 +57,6 @@ def line(node: yaml.Node) -> int:
 
 def key_text(node: yaml.Node) -> str | None:
     return node.value if isinstance(node, yaml.ScalarNode) else None
-
-
-def describe(value: object) -> str:
-    """A value as messages show it: ``'lots'``, ``0``, ``a list``."""
-    if value is None:
-        return "nothing"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, date):
-        return repr(value.isoformat())
-    return repr(value)
 
 
 def peek(node: yaml.Node, key: str) -> yaml.Node | None:

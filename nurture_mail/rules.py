@@ -231,7 +231,8 @@ def check_operator(field: str, op: str) -> None:
     raise ValueError(f"unknown operator {op!r} for {field!r}{hint}")
 
 
-def _describe(value: object) -> str:
+def describe(value: object) -> str:
+    """A value as messages show it: ``'lots'``, ``0``, ``a list``."""
     if value is None:
         return "nothing"
     if isinstance(value, list | tuple):
@@ -251,7 +252,7 @@ def _scalar(field: str, op: str, value: object, *, text_only: bool) -> object:
         extra = " (use 'exists: false' for a missing value)" if value is None else ""
         raise ValueError(
             f"{op!r} on {field!r} needs a single value (text, number or true/false), "
-            f"got {_describe(value)}{extra}"
+            f"got {describe(value)}{extra}"
         )
     if text_only:
         if isinstance(value, bool):
@@ -267,25 +268,25 @@ def normalise_operand(field: str, op: str, value: object) -> object:
         return _scalar(field, op, value, text_only=text_only)
     if op in ("in", "not_in"):
         if not isinstance(value, list | tuple) or not value:
-            raise ValueError(f"{op!r} on {field!r} needs a non-empty list, got {_describe(value)}")
+            raise ValueError(f"{op!r} on {field!r} needs a non-empty list, got {describe(value)}")
         return tuple(_scalar(field, op, v, text_only=text_only) for v in value)
     if op in ("contains", "not_contains"):
         if isinstance(value, list | tuple | dict) or value is None:
-            raise ValueError(f"{op!r} on {field!r} needs a text value, got {_describe(value)}")
+            raise ValueError(f"{op!r} on {field!r} needs a text value, got {describe(value)}")
         text = _scalar(field, op, value, text_only=True)
         if text == "":
             raise ValueError(f"{op!r} on {field!r} needs a non-empty text value")
         return text
     if op == "exists":
         if not isinstance(value, bool):
-            raise ValueError(f"'exists' on {field!r} must be true or false, got {_describe(value)}")
+            raise ValueError(f"'exists' on {field!r} must be true or false, got {describe(value)}")
         return value
     if op in ORDERINGS:
         if isinstance(value, datetime | date):
             return value.isoformat()
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ValueError(
-                f"{op!r} on {field!r} needs a number or an ISO date, got {_describe(value)}"
+                f"{op!r} on {field!r} needs a number or an ISO date, got {describe(value)}"
             )
         if field in TEXT_FIELDS and not isinstance(value, str):
             raise ValueError(f"{field!r} is text: {op!r} needs a text value such as an ISO date")
@@ -297,7 +298,7 @@ def normalise_operand(field: str, op: str, value: object) -> object:
             resolve_moment(operand, datetime(2000, 1, 1, tzinfo=UTC))
         except ValueError:
             raise ValueError(
-                f"bad duration or date {_describe(value)} for {op!r} on {field!r}: "
+                f"bad duration or date {describe(value)} for {op!r} on {field!r}: "
                 "expected e.g. 30d or 2026-01-31"
             ) from None
         return operand
