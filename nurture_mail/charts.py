@@ -33,7 +33,7 @@ class Bar:
 def _svg(width: int, height: int, title: str, body: str) -> Markup:
     t = escape(title)
     return Markup(
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+        f'<svg class="chart" viewBox="0 0 {width} {height}" '
         f'width="100%" role="img" aria-label="{t}" {FONT}><title>{t}</title>{body}</svg>'
     )
 

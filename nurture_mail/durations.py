@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import reprlib
 from datetime import UTC, date, datetime, timedelta
 
 _DURATION = re.compile(r"^\s*(\d{1,6})\s*([mhdw])\s*$")
@@ -12,7 +13,8 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 def parse_duration(value: object) -> timedelta:
     """`Nm`, `Nh`, `Nd`, `Nw` -> timedelta; raises ValueError with a message fit for users."""
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"expected a duration such as 2d, 12h, 30m or 3w, got {value!r}")
+        # reprlib: a YAML alias chain can make `value` a list far too big to repr in full.
+        raise ValueError(f"expected a duration such as 2d, 12h, 30m or 3w, got {reprlib.repr(value)}")
     if isinstance(value, int):
         if value == 0:
             return timedelta(0)
@@ -52,7 +54,7 @@ def resolve_moment(value: object, now: datetime) -> datetime:
         return now - parse_duration(value)
     if isinstance(value, str):
         return parse_instant(value)
-    raise ValueError(f"expected a duration such as 30d or an ISO date, got {value!r}")
+    raise ValueError(f"expected a duration such as 30d or an ISO date, got {reprlib.repr(value)}")
 
 
 def format_duration(delta: timedelta) -> str:

@@ -2,7 +2,7 @@
 
 Times are stored as naive UTC datetimes (SQLite has no time zones); the store converts at the
 edge. Indexes are chosen for the hot queries: due sends (partial index on claimable rows),
-replies by Message-ID, candidates by address and tag.
+replies by Message-ID, candidates by address and tag, and a covering index for reports.
 """
 
 from __future__ import annotations
@@ -159,7 +159,12 @@ class Send(Base):
             postgresql_where=text("state = 'claimed'"),
             sqlite_where=text("state = 'claimed'"),
         ),
-        Index("ix_sends_campaign_step", "campaign_id", "step_id", "state"),
+        # Covers `nurture report` (the ledger counted from this index alone, in group order) and
+        # the per-campaign/step lookups of the engine; one index, since each costs every write.
+        Index(
+            "ix_sends_report",
+            "campaign_id", "step_id", "variant", "state", "step_number", "sent_at", "updated_at",
+        ),
         Index("ix_sends_candidate", "candidate_id"),
     )
 

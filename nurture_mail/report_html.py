@@ -59,7 +59,7 @@ def report_charts(report: Report) -> dict:
                    _rate_text(s.stats.replied, s.stats.delivered, s.stats.reply_rate))
         for c in report.campaigns
         for s in c.steps
-        if s.stats.counts["sends"]
+        if s.stats.delivered
     ]
     top_rate = max((b.value for b in step_bars), default=0.0)
     variants = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from .errors import NotFound
 from .store import reports as store
@@ -136,7 +136,8 @@ def build(
     exits: list[tuple[str, str | None, str, int]],
     weekly: list[tuple[date, int, int]],
 ) -> Report:
-    """Arrange the store's aggregates into campaigns > steps > variants."""
+    """Arrange the store's aggregates into campaigns > steps > variants. `weekly` may be daily
+    counts: they are summed into weeks starting on Monday."""
     timing = {(d.level, d.campaign, d.step, d.variant): (d.median, d.p90) for d in delays}
 
     def stats(row: store.GroupRow) -> Stats:
@@ -178,7 +179,25 @@ def build(
         )
         out.append(CampaignReport(info.id, info.name, info.status, enrolled, active, total,
                                   ordered, dict(sorted(campaign_exits.items()))))
-    return Report(as_of, since, out, weekly)
+    return Report(as_of, since, out, every_week(weekly))
+
+
+def every_week(days: list[tuple[date, int, int]]) -> list[tuple[date, int, int]]:
+    """(day, sent, replied) -> (Monday, sent, replied) for every week from the first to the
+    last, quiet weeks included as zeros."""
+    if not days:
+        return []
+    have: dict[date, tuple[int, int]] = {}
+    for day, sent, replied in days:
+        monday = day - timedelta(days=day.weekday())
+        s, r = have.get(monday, (0, 0))
+        have[monday] = (s + sent, r + replied)
+    first, last = min(have), max(have)
+    out = []
+    while first <= last:
+        out.append((first, *have.get(first, (0, 0))))
+        first += timedelta(days=7)
+    return out
 
 
 def gather(db, *, now: datetime, since: datetime | None = None, campaign: str | None = None) -> Report:
@@ -196,7 +215,7 @@ def gather(db, *, now: datetime, since: datetime | None = None, campaign: str | 
             delays=store.reply_delays(session, **filters),
             enrollments=store.enrollment_counts(session, **filters),
             exits=store.exits(session, **filters),
-            weekly=store.weekly(session, **filters),
+            weekly=store.daily(session, **filters),
         )
 
 

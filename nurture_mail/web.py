@@ -12,8 +12,10 @@ Routes:
   key) is gone, so their old link is a 404 too: it cannot be told from a token never issued,
   and the address stays suppressed by its hash anyway.
 - `GET /healthz` answers "ok" with no credentials.
-- `/` and `/report` are the dashboard (issue 6): closed (403) until `[serve] token` or
-  `[serve] username`/`password` is configured, then 401 without those credentials.
+- `/` and `/report` are the dashboard: the HTML report (campaigns, charts, warm pool) built
+  from the database at request time, plus the queue by state; read-only. Closed (403) until
+  `[serve] token` or `[serve] username`/`password` is configured, then 401 without those
+  credentials (a token as `Authorization: Bearer` or `?token=`).
 
 Every page is built here with every value escaped, no external assets and a strict CSP.
 """
@@ -28,7 +30,6 @@ from collections.abc import Callable
 from datetime import datetime
 from html import escape
 
-from sqlalchemy import func, select
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -36,12 +37,13 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import pool_report, reports
 from .config import Settings
 from .database import Database
 from .errors import NurtureError
-from .models import Campaign
-from .models import Send as SendRow
+from .report_html import render
 from .store import pool
+from .store import reports as report_store
 from .unsubscribe import make_token, read_token
 from .workspace import unsubscribe_secret
 
@@ -158,21 +160,15 @@ def create_app(settings: Settings, db: Database, *, clock: Callable[[], datetime
         refused = check_credentials(settings, request)
         if refused is not None:
             return refused
+        # Read-only: the same report as `nurture report --format html`, built at request time.
+        now = clock()
+        result = reports.gather(db, now=now)
+        warm = pool_report.gather_pool(db, now=now)
         with db.sessions() as session:
-            campaigns = session.execute(select(func.count()).select_from(Campaign)).scalar()
-            by_state = session.execute(
-                select(SendRow.state, func.count()).group_by(SendRow.state).order_by(SendRow.state)
-            ).all()
-        rows = "".join(
-            f"<tr><td>{escape(state)}</td><td>{count}</td></tr>" for state, count in by_state
-        )
-        return page(
-            f"{settings.company_name}: nurture",
-            f"<h1>{company}</h1><p>Campaigns: {int(campaigns or 0)}</p>"
-            "<h2>Sends by state</h2>"
-            f"<table><tr><th>State</th><th>Count</th></tr>{rows}</table>"
-            "<p>The full report dashboard is coming; meanwhile run <code>nurture report</code>.</p>",
-        )
+            states = report_store.sends_by_state(session)
+        html = render(result, warm, title=f"{settings.company_name}: nurture", company=settings.company_name,
+                      ledger_states=states, campaign_count=len(result.campaigns))
+        return HTMLResponse(html)
 
     routes = [
         Route("/u/{token}", confirm, methods=["GET"]),

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import (
+    Date,
     Float,
     Integer,
     String,
@@ -97,7 +98,6 @@ def _inbound_per_send():
         select(
             Inbound.send_id.label("send_id"),
             flag(Inbound.kind == "reply").label("replied"),
-            func.min(case((Inbound.kind == "reply", Inbound.received_at))).label("first_reply_at"),
             flag(Inbound.kind == "auto_reply").label("auto_reply"),
             flag(Inbound.kind == "bounce").label("bounce"),
             flag(and_(Inbound.kind == "bounce", Inbound.bounce == "hard")).label("hard"),
@@ -117,42 +117,73 @@ def _send_filters(since: datetime | None, campaign: str | None) -> list:
     return where
 
 
+def _first_replies():
+    """(send_id, at): when each matched send got its first reply."""
+    return (
+        select(Inbound.send_id.label("send_id"), func.min(Inbound.received_at).label("at"))
+        .where(Inbound.kind == "reply", Inbound.send_id.is_not(None))
+        .group_by(Inbound.send_id)
+        .subquery("first_reply")
+    )
+
+
 def ledger_groups(
     session: Session, *, since: datetime | None = None, campaign: str | None = None
 ) -> list[GroupRow]:
-    """Counts and reply rate per variant, step and campaign, in one statement."""
+    """Counts and reply rate per variant, step and campaign, in one statement.
+
+    Two partial aggregates are added up per (campaign, step, variant): the ledger by state
+    (an index-only scan of `ix_sends_report`), and what came back, read from the inbound rows
+    (few) with their sends looked up by primary key - so the big table is never joined whole.
+    """
     ib = _inbound_per_send()
     sent = Send.state == "sent"
-    replied = and_(sent, ib.c.replied == 1)
-    bounced = and_(sent, ib.c.bounce == 1, func.coalesce(ib.c.replied, 0) == 0)
+    keys = (Send.campaign_id.label("campaign"), Send.step_id.label("step"),
+            Send.variant.label("variant"))
+    group = (Send.campaign_id, Send.step_id, Send.variant)
+    zero = literal(0, Integer)
 
     def count_if(condition):
         return func.count(case((condition, 1)))
 
-    fine = (
-        select(
-            Send.campaign_id.label("campaign"),
-            Send.step_id.label("step"),
-            Send.variant.label("variant"),
-            func.min(Send.step_number).label("step_number"),
-            func.count().label("sends"),
-            count_if(sent).label("sent"),
-            count_if(Send.state.in_(("scheduled", "claimed"))).label("scheduled"),
-            count_if(Send.state == "deferred").label("deferred"),
-            count_if(Send.state == "failed").label("failed"),
-            count_if(Send.state == "unknown").label("unknown"),
-            count_if(Send.state == "skipped").label("skipped"),
-            count_if(Send.state == "cancelled").label("cancelled"),
-            count_if(replied).label("replied"),
-            count_if(and_(sent, ib.c.auto_reply == 1)).label("auto_replies"),
-            count_if(bounced).label("bounced"),
-            count_if(and_(bounced, ib.c.hard == 1)).label("bounced_hard"),
-            count_if(and_(bounced, ib.c.hard == 0)).label("bounced_soft"),
-        )
-        .select_from(Send)
-        .outerjoin(ib, ib.c.send_id == Send.id)
+    state_counts = {
+        "sends": func.count(),
+        "sent": count_if(sent),
+        "scheduled": count_if(Send.state.in_(("scheduled", "claimed"))),
+        "deferred": count_if(Send.state == "deferred"),
+        "failed": count_if(Send.state == "failed"),
+        "unknown": count_if(Send.state == "unknown"),
+        "skipped": count_if(Send.state == "skipped"),
+        "cancelled": count_if(Send.state == "cancelled"),
+    }
+    bounced = and_(ib.c.bounce == 1, ib.c.replied == 0)  # a reply proves delivery
+    inbound_counts = {
+        "replied": count_if(ib.c.replied == 1),
+        "auto_replies": count_if(ib.c.auto_reply == 1),
+        "bounced": count_if(bounced),
+        "bounced_hard": count_if(and_(bounced, ib.c.hard == 1)),
+        "bounced_soft": count_if(and_(bounced, ib.c.hard == 0)),
+    }
+    ledger = (
+        select(*keys, func.min(Send.step_number).label("step_number"),
+               *(state_counts.get(c, zero).label(c) for c in COUNTS))
         .where(*_send_filters(since, campaign))
-        .group_by(Send.campaign_id, Send.step_id, Send.variant)
+        .group_by(*group)
+    )
+    came_back = (
+        select(*keys, cast(null(), Integer).label("step_number"),
+               *(inbound_counts.get(c, zero).label(c) for c in COUNTS))
+        .select_from(ib)
+        .join(Send, Send.id == ib.c.send_id)
+        .where(sent, *_send_filters(since, campaign))
+        .group_by(*group)
+    )
+    parts = union_all(ledger, came_back).subquery("parts")
+    fine = (
+        select(parts.c.campaign, parts.c.step, parts.c.variant,
+               func.min(parts.c.step_number).label("step_number"),
+               *(func.sum(parts.c[c]).label(c) for c in COUNTS))
+        .group_by(parts.c.campaign, parts.c.step, parts.c.variant)
         .cte("fine")
     )
 
@@ -197,12 +228,12 @@ def reply_delays(
     session: Session, *, since: datetime | None = None, campaign: str | None = None
 ) -> list[Delays]:
     """Median and p90 of the time from a send to its first reply, per variant, step, campaign."""
-    ib = _inbound_per_send()
+    first_reply = _first_replies()
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        seconds = extract("epoch", ib.c.first_reply_at - Send.sent_at)
+        seconds = extract("epoch", first_reply.c.at - Send.sent_at)
     else:
-        seconds = (func.julianday(ib.c.first_reply_at) - func.julianday(Send.sent_at)) * 86400.0
+        seconds = (func.julianday(first_reply.c.at) - func.julianday(Send.sent_at)) * 86400.0
     base = (
         select(
             Send.campaign_id.label("campaign"),
@@ -210,59 +241,82 @@ def reply_delays(
             Send.variant.label("variant"),
             cast(seconds, Float).label("seconds"),
         )
-        .join(ib, ib.c.send_id == Send.id)
-        .where(Send.state == "sent", ib.c.replied == 1, *_send_filters(since, campaign))
+        .select_from(first_reply)
+        .join(Send, Send.id == first_reply.c.send_id)
+        .where(Send.state == "sent", *_send_filters(since, campaign))
         .cte("delays")
     )
-    # The same delays once per level: (level, campaign, step, variant) is then the group.
-    expanded = union_all(
-        select(literal("variant", String).label("level"), base.c.campaign, base.c.step,
-               base.c.variant, base.c.seconds),
-        select(literal("step", String), base.c.campaign, base.c.step, null(), base.c.seconds),
-        select(literal("campaign", String), base.c.campaign, null(), null(), base.c.seconds),
-    ).subquery("expanded")
-    keys = (expanded.c.level, expanded.c.campaign, expanded.c.step, expanded.c.variant)
-    if dialect == "postgresql":
-        statement = select(
-            *keys,
-            func.percentile_cont(0.5).within_group(expanded.c.seconds).label("median"),
-            func.percentile_cont(0.9).within_group(expanded.c.seconds).label("p90"),
-        ).group_by(*keys)
-    else:
-        statement = _window_percentiles(expanded, keys)
+    parts = []
+    for name, keys in LEVELS.items():
+        columns = [base.c[k] for k in keys]
+        if dialect == "postgresql":
+            parts.append(
+                select(
+                    *_level_keys(name, base, keys),
+                    func.percentile_cont(0.5).within_group(base.c.seconds).label("median"),
+                    func.percentile_cont(0.9).within_group(base.c.seconds).label("p90"),
+                ).group_by(*columns)
+            )
+        else:
+            parts.append(_window_percentiles(base, name, keys))
     return [
         Delays(r.level, r.campaign, r.step, r.variant,
                None if r.median is None else float(r.median),
                None if r.p90 is None else float(r.p90))
-        for r in session.execute(statement)
+        for r in session.execute(union_all(*parts))
     ]
 
 
-def _window_percentiles(expanded, keys):
+# The groups of a report, finest first, by the columns that make them.
+LEVELS = {
+    "variant": ("campaign", "step", "variant"),
+    "step": ("campaign", "step"),
+    "campaign": ("campaign",),
+}
+
+
+def _level_keys(name: str, source, keys: Sequence[str]) -> list:
+    """(level, campaign, step, variant) columns, NULL for those above the level."""
+    return [
+        literal(name, String).label("level"),
+        source.c.campaign,
+        source.c.step if "step" in keys else null().label("step"),
+        source.c.variant if "variant" in keys else null().label("variant"),
+    ]
+
+
+def _window_percentiles(base, name: str, keys: Sequence[str]):
     """percentile_cont(0.5) and (0.9) without a percentile aggregate: number the ordered delays
     of each group, then interpolate between the two rows around position 1 + p * (n - 1)."""
+    partition = [base.c[k] for k in keys]
+    # One window definition for both numbers, so SQLite sorts the delays once.
     ranked = select(
-        *keys,
-        expanded.c.seconds,
-        func.row_number().over(partition_by=keys, order_by=expanded.c.seconds).label("rn"),
-        func.count().over(partition_by=keys).label("n"),
-    ).subquery("ranked")
+        *partition,
+        base.c.seconds,
+        func.row_number().over(partition_by=partition, order_by=base.c.seconds).label("rn"),
+        func.count().over(partition_by=partition, order_by=base.c.seconds, rows=(None, None)).label("n"),
+    ).subquery(f"ranked_{name}")
+
+    def low(p: float):
+        return cast(1 + p * (ranked.c.n - 1), Integer)  # floor: positions are positive
 
     def percentile(p: float):
-        position = 1 + p * (ranked.c.n - 1)
-        low = cast(position, Integer)  # floor: positions are positive
-        fraction = position - low
+        fraction = 1 + p * (ranked.c.n - 1) - low(p)
         return func.sum(
             case(
-                (ranked.c.rn == low, ranked.c.seconds * (1 - fraction)),
-                (ranked.c.rn == low + 1, ranked.c.seconds * fraction),
+                (ranked.c.rn == low(p), ranked.c.seconds * (1 - fraction)),
+                (ranked.c.rn == low(p) + 1, ranked.c.seconds * fraction),
                 else_=0.0,
             )
         )
 
-    rkeys = (ranked.c.level, ranked.c.campaign, ranked.c.step, ranked.c.variant)
-    return select(*rkeys, percentile(0.5).label("median"), percentile(0.9).label("p90")).group_by(
-        *rkeys
+    # Only the (at most four) rows around the two positions reach the GROUP BY.
+    near = or_(*(ranked.c.rn.in_((low(p), low(p) + 1)) for p in (0.5, 0.9)))
+    return (
+        select(*_level_keys(name, ranked, keys), percentile(0.5).label("median"),
+               percentile(0.9).label("p90"))
+        .where(near)
+        .group_by(*(ranked.c[k] for k in keys))
     )
 
 
@@ -322,46 +376,39 @@ def campaigns(session: Session, campaign: str | None = None) -> list[CampaignInf
     return sorted(known.values(), key=lambda c: c.id)
 
 
-def _week(session: Session, column):
-    """The Monday that starts the week of a naive UTC time."""
+def _day(session: Session, column):
+    """The UTC calendar day of a naive UTC time (SQLite stores ISO text: its first ten chars)."""
     if session.get_bind().dialect.name == "postgresql":
-        return cast(func.date_trunc("week", column), String)
-    return func.date(column, "-6 days", "weekday 1")
+        return cast(cast(column, Date), String)
+    return func.substr(column, 1, 10)
 
 
-def weekly(
+def daily(
     session: Session, *, since: datetime | None = None, campaign: str | None = None
 ) -> list[tuple[date, int, int]]:
-    """(Monday, sends accepted that week, replies received that week to counted sends)."""
-    sent_week = _week(session, Send.sent_at)
-    sends = dict(
-        session.execute(
-            select(sent_week, func.count())
-            .where(Send.state == "sent", *_send_filters(since, campaign))
-            .group_by(sent_week)
-        ).all()
-    )
-    reply_week = _week(session, Inbound.received_at)
-    replies = dict(
-        session.execute(
-            select(reply_week, func.count(func.distinct(Send.id)))
-            .join(Send, Send.id == Inbound.send_id)
-            .where(Inbound.kind == "reply", Send.state == "sent", *_send_filters(since, campaign))
-            .group_by(reply_week)
-        ).all()
-    )
-    weeks = sorted({_as_date(w) for w in (*sends, *replies) if w is not None})
-    by_sends = {_as_date(k): v for k, v in sends.items() if k is not None}
-    by_replies = {_as_date(k): v for k, v in replies.items() if k is not None}
-    return [(w, int(by_sends.get(w, 0)), int(by_replies.get(w, 0))) for w in weeks]
-
-
-def _as_date(value) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value)[:10])
+    """(day, sends accepted that day, first replies received that day to counted sends).
+    Days rather than weeks: a cheap grouping key on both databases; `reports` sums weeks."""
+    sent_day = _day(session, Send.sent_at)
+    sends = session.execute(
+        select(sent_day, func.count())
+        .where(Send.state == "sent", *_send_filters(since, campaign))
+        .group_by(sent_day)
+    ).all()
+    first_reply = _first_replies()
+    reply_day = _day(session, first_reply.c.at)
+    replies = session.execute(
+        select(reply_day, func.count())
+        .select_from(first_reply)
+        .join(Send, Send.id == first_reply.c.send_id)
+        .where(Send.state == "sent", *_send_filters(since, campaign))
+        .group_by(reply_day)
+    ).all()
+    by_day: dict[date, list[int]] = {}
+    for index, rows in ((0, sends), (1, replies)):
+        for day, n in rows:
+            if day is not None:
+                by_day.setdefault(date.fromisoformat(str(day)[:10]), [0, 0])[index] += int(n)
+    return [(d, s, r) for d, (s, r) in sorted(by_day.items())]
 
 
 def sends_by_state(session: Session) -> list[tuple[str, int]]:

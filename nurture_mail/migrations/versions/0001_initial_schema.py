@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 23:52:24.826324
+Create Date: 2026-11-22 00:29:31.134928
 """
 
 import sqlalchemy as sa
@@ -141,10 +141,10 @@ def upgrade() -> None:
     sa.UniqueConstraint('message_id')
     )
     with op.batch_alter_table('sends', schema=None) as batch_op:
-        batch_op.create_index('ix_sends_campaign_step', ['campaign_id', 'step_id', 'state'], unique=False)
         batch_op.create_index('ix_sends_candidate', ['candidate_id'], unique=False)
         batch_op.create_index('ix_sends_claimable', ['due_at'], unique=False, postgresql_where=sa.text("state IN ('scheduled', 'deferred')"), sqlite_where=sa.text("state IN ('scheduled', 'deferred')"))
         batch_op.create_index('ix_sends_claimed_lease', ['lease_until'], unique=False, postgresql_where=sa.text("state = 'claimed'"), sqlite_where=sa.text("state = 'claimed'"))
+        batch_op.create_index('ix_sends_report', ['campaign_id', 'step_id', 'variant', 'state', 'step_number', 'sent_at', 'updated_at'], unique=False)
 
     op.create_table('inbound',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -186,10 +186,10 @@ def downgrade() -> None:
 
     op.drop_table('inbound')
     with op.batch_alter_table('sends', schema=None) as batch_op:
+        batch_op.drop_index('ix_sends_report')
         batch_op.drop_index('ix_sends_claimed_lease', postgresql_where=sa.text("state = 'claimed'"), sqlite_where=sa.text("state = 'claimed'"))
         batch_op.drop_index('ix_sends_claimable', postgresql_where=sa.text("state IN ('scheduled', 'deferred')"), sqlite_where=sa.text("state IN ('scheduled', 'deferred')"))
         batch_op.drop_index('ix_sends_candidate')
-        batch_op.drop_index('ix_sends_campaign_step')
 
     op.drop_table('sends')
     with op.batch_alter_table('events', schema=None) as batch_op:

@@ -1,0 +1,261 @@
+"""Report arithmetic on hand-built ledgers with known answers, on SQLite and PostgreSQL:
+counts, delivered and reply rates per campaign, step and variant; percentiles of time to reply;
+exits; weekly series; --since boundaries with time zones; the warm pool; the z-test."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime, timedelta
+
+import pytest
+
+from nurture_mail import pool_report, reports
+from nurture_mail.durations import parse_instant
+from nurture_mail.reports import VariantReport, compare_variants, two_proportion_z
+from nurture_mail.store.reports import PoolFilter
+
+from .report_ledger import T0, H, Ledger, build_alpha, utc
+
+NOW = utc(T0 + 30 * timedelta(days=1))
+
+
+@pytest.fixture
+def alpha(db):
+    return build_alpha(db)
+
+
+def by_id(items, key):
+    return {i["id"]: i for i in items}[key]
+
+
+def report_json(db, **kwargs):
+    return reports.to_json(reports.gather(db, now=NOW, **kwargs))
+
+
+def test_campaign_step_and_variant_counts(db, alpha):
+    out = report_json(db)
+    assert [c["id"] for c in out["campaigns"]] == ["alpha", "beta", "gamma"]
+    a = by_id(out["campaigns"], "alpha")
+    assert a["name"] == "Alpha <campaign>"
+    assert {k: a[k] for k in ("enrolled", "active", "sent", "delivered", "replied", "auto_replies",
+                               "bounced", "bounced_hard", "bounced_soft", "unsubscribed", "failed",
+                               "unknown", "deferred", "scheduled")} == {
+        "enrolled": 10, "active": 4, "sent": 9, "delivered": 7, "replied": 4, "auto_replies": 1,
+        "bounced": 2, "bounced_hard": 1, "bounced_soft": 1, "unsubscribed": 1, "failed": 1,
+        "unknown": 1, "deferred": 1, "scheduled": 1,
+    }
+    assert a["reply_rate"] == round(4 / 7, 4)
+    assert a["exits"] == {"bounced": 1, "replied": 4, "unsubscribed": 1}
+    assert [s["id"] for s in a["steps"]] == ["s1", "s2"]
+
+    s1 = by_id(a["steps"], "s1")
+    # A soft bounce and then a reply (c5): replied, not bounced. Failed and unknown: not sent.
+    assert (s1["sent"], s1["delivered"], s1["replied"], s1["bounced"]) == (8, 6, 3, 2)
+    assert (s1["failed"], s1["unknown"], s1["auto_replies"]) == (1, 1, 1)
+    assert s1["reply_rate"] == 0.5
+    assert s1["exits"] == {"bounced": 1, "replied": 3, "unsubscribed": 1}
+    assert s1["unsubscribed"] == 1
+    va, vb = s1["variants"]
+    assert (va["id"], va["sent"], va["delivered"], va["replied"], va["failed"]) == ("a", 4, 3, 1, 1)
+    assert (vb["id"], vb["sent"], vb["delivered"], vb["replied"], vb["unknown"]) == ("b", 4, 3, 2, 1)
+    assert va["reply_rate"] == round(1 / 3, 4) and vb["reply_rate"] == round(2 / 3, 4)
+    assert (va["bounced_soft"], vb["bounced_hard"]) == (1, 1)
+    assert s1["variant_test"]["leader"] == "b"
+    assert s1["variant_test"]["significant"] is False
+    assert "not significant yet" in s1["variant_test"]["note"]
+
+    s2 = by_id(a["steps"], "s2")
+    assert (s2["sent"], s2["replied"], s2["reply_rate"], s2["scheduled"], s2["deferred"]) == (1, 1, 1.0, 1, 1)
+    assert s2["variants"] == [] and s2["variant_test"] is None
+
+
+def test_zero_sends_and_all_bounced(db, alpha):
+    out = report_json(db)
+    beta = by_id(out["campaigns"], "beta")
+    assert (beta["enrolled"], beta["active"], beta["sent"], beta["replied"]) == (2, 2, 0, 0)
+    assert beta["reply_rate"] is None and beta["median_reply_seconds"] is None
+    assert beta["steps"] == []
+    gamma = by_id(out["campaigns"], "gamma")
+    assert (gamma["sent"], gamma["bounced"], gamma["bounced_hard"], gamma["delivered"]) == (3, 3, 3, 0)
+    assert gamma["reply_rate"] is None  # nothing delivered: no rate, not 0% and not a crash
+    assert gamma["exits"] == {"bounced": 3} and gamma["active"] == 0
+
+
+def test_unmatched_inbound_does_not_count(db, alpha):
+    # c7 replied without a send_id, a stranger replied, c9 answered a send of unknown fate,
+    # and an "other" message is matched to c6's send: none of them is a reply in the rates.
+    led: Ledger = alpha["ledger"]
+    before = report_json(db)
+    led.inbound("reply", T0 + 3 * H, candidate=alpha["c"][8], campaign="alpha", text="no send")
+    after = report_json(db)
+    assert before["campaigns"] == after["campaigns"]
+    assert by_id(after["campaigns"], "alpha")["replied"] == 4
+
+
+def test_time_to_reply_percentiles(db, alpha):
+    a = by_id(report_json(db)["campaigns"], "alpha")
+    s1 = by_id(a["steps"], "s1")
+    # s1 first replies after 1h, 3h and 2h (c0's second reply is not its first).
+    assert (s1["median_reply_seconds"], s1["p90_reply_seconds"]) == (7200, 10080)
+    va, vb = s1["variants"]
+    assert (va["median_reply_seconds"], va["p90_reply_seconds"]) == (3600, 3600)
+    assert (vb["median_reply_seconds"], vb["p90_reply_seconds"]) == (9000, 10440)
+    s2 = by_id(a["steps"], "s2")
+    assert s2["median_reply_seconds"] == s2["p90_reply_seconds"] == 2 * 86400
+    # 1h, 2h, 3h, 2d: percentile_cont's linear interpolation.
+    assert (a["median_reply_seconds"], a["p90_reply_seconds"]) == (9000, 124200)
+
+
+def test_weekly_series(db, alpha):
+    weekly = reports.gather(db, now=NOW).weekly
+    # gamma's sends on Sunday 23:30 belong to the week of Monday 4 January.
+    assert weekly == [(date(2027, 1, 4), 11, 3), (date(2027, 1, 11), 1, 1)]
+
+
+@pytest.mark.parametrize(
+    "since,s1_sent,s1_replied",
+    [
+        ("2027-01-04T11:00:00Z", 6, 1),  # exactly c2's send: included
+        ("2027-01-04T13:00:00+02:00", 6, 1),  # the same instant in another zone
+        ("2027-01-04T11:00:00", 6, 1),  # naive: UTC
+        ("2027-01-04T11:00:01Z", 5, 1),  # one second later: c2 out
+        ("2027-01-04T10:59:59+01:00", 7, 2),  # a second before c1 (UTC+1): c1 and its reply in
+        ("2027-01-04", 8, 3),
+        ("2027-02-01", 0, 0),
+    ],
+)
+def test_since_boundaries(db, alpha, since, s1_sent, s1_replied):
+    out = report_json(db, since=parse_instant(since))
+    a = by_id(out["campaigns"], "alpha")
+    s1 = next((s for s in a["steps"] if s["id"] == "s1" and s["sent"] + s["failed"] + s["unknown"]), None)
+    assert (s1["sent"] if s1 else 0, s1["replied"] if s1 else 0) == (s1_sent, s1_replied)
+
+
+def test_since_counts_the_cohort(db, alpha):
+    out = report_json(db, since=utc(T0 + 2 * H))
+    a = by_id(out["campaigns"], "alpha")
+    s1 = by_id(a["steps"], "s1")
+    assert (s1["sent"], s1["failed"], s1["unknown"], s1["delivered"], s1["reply_rate"]) == (6, 1, 1, 4, 0.25)
+    assert out["since"] == "2027-01-04T11:00:00Z"
+    # Enrolments count from the day they started (before --since here); exits when they happened.
+    assert (a["enrolled"], a["exits"]["replied"]) == (0, 4)
+    later = report_json(db, since=utc(T0 + 10 * timedelta(days=1)))
+    assert by_id(later["campaigns"], "alpha")["sent"] == 0
+
+
+def test_one_campaign_and_an_unknown_one(db, alpha):
+    out = report_json(db, campaign="gamma")
+    assert [c["id"] for c in out["campaigns"]] == ["gamma"]
+    assert out["weekly"] == [{"week": "2027-01-04", "sent": 3, "replied": 0}]
+    from nurture_mail.errors import NotFound
+
+    with pytest.raises(NotFound, match="no campaign 'nope'"):
+        reports.gather(db, now=NOW, campaign="nope")
+
+
+def test_an_empty_database(db):
+    out = report_json(db)
+    assert out["campaigns"] == [] and out["weekly"] == []
+    assert pool_report.to_json(pool_report.gather_pool(db, now=NOW))["counts"] == {
+        "warm": 0, "cooling": 0, "cold": 0}
+
+
+# --- the pool -----------------------------------------------------------------------------------
+
+
+def pool(db, now=NOW, **kwargs):
+    return pool_report.gather_pool(db, now=now, **kwargs)
+
+
+def test_pool_groups(db, alpha):
+    result = pool(db)
+    groups = {r["email"]: r["group"] for r in result.rows}
+    warm = {f"c{i}@example.com" for i in (0, 1, 5, 6, 7, 9)}
+    assert {e for e, g in groups.items() if g == "warm"} == warm
+    assert {e for e, g in groups.items() if g == "cold"} == {"c8@example.com", "b0@example.com", "b1@example.com"}
+    assert result.counts == {"warm": 6, "cooling": 6, "cold": 3}
+    rows = {r["email"]: r for r in result.rows}
+    assert rows["c0@example.com"]["reply"] == "Also..."  # the latest reply
+    assert rows["c1@example.com"]["reply"] == "Yes"  # quoted lines skipped
+    assert rows["c0@example.com"]["last_reply"] == "2027-01-04T14:00:00Z"
+    assert rows["c6@example.com"]["last_contact"] == "2027-01-11T09:00:00Z"
+    assert rows["c8@example.com"]["last_contact"] is None  # failed: never reached them
+    assert rows["c0@example.com"]["tags"] == ["python"]
+    # The default order: warm, cooling, cold; newest reply first inside a group.
+    order = [r["group"] for r in result.rows]
+    assert order == sorted(order, key=["warm", "cooling", "cold"].index)
+    assert result.rows[0]["email"] == "c6@example.com"
+
+
+def test_pool_ages_with_the_clock(db, alpha):
+    day = timedelta(days=1)
+    later = {r["email"]: r["group"] for r in pool(db, now=utc(T0 + 100 * day)).rows}
+    assert later["c0@example.com"] == "cooling"  # reply older than 90 days, contact within 180
+    much_later = {r["email"]: r["group"] for r in pool(db, now=utc(T0 + 200 * day)).rows}
+    assert much_later["c0@example.com"] == "cold"
+    assert set(much_later.values()) == {"cold"}
+    tight = {r["email"]: r["group"] for r in pool(db, warm_days=1, cold_days=5).rows}
+    assert tight["c6@example.com"] == "cold"
+
+
+def test_pool_filters_and_sorts(db, alpha):
+    dana = pool(db, where=PoolFilter(owner="DANA"))
+    assert {r["email"] for r in dana.rows} == {
+        "c0@example.com", "c2@example.com", "c4@example.com", "c6@example.com", "c8@example.com",
+        "b0@example.com", "b1@example.com"}
+    assert {r["email"] for r in pool(db, where=PoolFilter(tags=("python",))).rows} == {
+        f"c{i}@example.com" for i in range(5)}
+    assert pool(db, where=PoolFilter(tags=("python", "nope"))).rows == []
+    assert {r["email"] for r in pool(db, where=PoolFilter(campaign="beta")).rows} == {
+        "b0@example.com", "b1@example.com"}
+    assert [r["group"] for r in pool(db, where=PoolFilter(group="cold")).rows] == ["cold"] * 3
+    by_reply = [r["email"] for r in pool(db, sort="last-reply").rows][:6]
+    assert by_reply == [f"c{i}@example.com" for i in (6, 7, 9, 5, 0, 1)]
+    emails = [r["email"] for r in pool(db, sort="email").rows]
+    assert emails == sorted(emails)
+
+
+# --- the z-test (pure) --------------------------------------------------------------------------
+
+
+def variant(vid, replied, delivered):
+    stats = reports.Stats({**reports.EMPTY.counts, "replied": replied}, delivered,
+                          replied / delivered if delivered else None)
+    return VariantReport(vid, stats)
+
+
+def test_two_proportion_z_known_value():
+    # 30/100 vs 15/100: pooled p = 0.225, se = sqrt(.225 * .775 * .02) = 0.05906
+    assert two_proportion_z(30, 100, 15, 100) == pytest.approx(0.15 / math.sqrt(0.225 * 0.775 * 0.02))
+    assert two_proportion_z(0, 0, 1, 10) is None
+    assert two_proportion_z(0, 10, 0, 10) is None
+
+
+@pytest.mark.parametrize(
+    "a,b,significant,phrase",
+    [
+        ((30, 100), (15, 100), True, "a beats b"),
+        ((20, 100), (15, 100), False, "not significant yet"),
+        ((5, 10), (0, 10), False, "too few sends"),
+        ((0, 50), (0, 50), False, "not significant yet"),
+    ],
+)
+def test_variant_comparison(a, b, significant, phrase):
+    result = compare_variants([variant("b", *b), variant("a", *a)])
+    assert result.significant is significant
+    assert phrase in result.note
+    assert compare_variants([variant("a", *a)]) is None
+
+
+def test_human_duration():
+    assert reports.human_duration(None) == "–"
+    assert reports.human_duration(40 * 60) == "40m"
+    assert reports.human_duration(3 * 3600 + 12 * 60) == "3h 12m"
+    assert reports.human_duration(2 * 86400 + 3600 * 4) == "2d 4h"
+    assert reports.human_duration(86400) == "1d"
+
+
+def test_report_times_are_utc(db, alpha):
+    out = report_json(db)
+    assert out["as_of"] == "2027-02-03T09:00:00Z"
+    assert datetime.fromisoformat(out["as_of"]).utcoffset() == timedelta(0)
