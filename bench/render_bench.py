@@ -21,6 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from nurture_mail.templates import TemplateSet  # noqa: E402
 
+# CPU time of this process: wall-clock time on a shared machine also counts other work.
+CLOCK = time.process_time
 TEMPLATES = ROOT / "nurture_mail" / "skeleton" / "templates"
 FIRST = ["Dana", "Alex", "Zoë", "Jean-Luc", "O'Brien", "Siobhán", "Kim", "Łukasz", "Ana", "李"]
 ROLES = ["Backend Engineer", "Data Scientist", "SRE (on-call)", "Product Designer"]
@@ -59,18 +61,18 @@ def main() -> None:
     args = parser.parse_args()
     contexts = [context(i) for i in range(args.names)]
 
-    start = time.perf_counter()
+    start = CLOCK()
     for i in range(args.cold):
         TemplateSet(TEMPLATES).render("thank-you", contexts[i % len(contexts)])
-    cold = time.perf_counter() - start
+    cold = CLOCK() - start
 
     templates = TemplateSet(TEMPLATES)
     for ctx in contexts[:20]:  # warm-up: compile, fill the skeleton cache
         templates.render("thank-you", ctx)
-    start = time.perf_counter()
+    start = CLOCK()
     for i in range(args.renders):
         templates.render("thank-you", contexts[i % len(contexts)])
-    warm = time.perf_counter() - start
+    warm = CLOCK() - start
 
     uncached_templates = TemplateSet(TEMPLATES)
     try:
@@ -79,10 +81,10 @@ def main() -> None:
     except TypeError:  # the pre-cache implementation has no `cache` parameter
         kwargs = {}
     count = max(1, args.renders // 5)
-    start = time.perf_counter()
+    start = CLOCK()
     for i in range(count):
         uncached_templates.render("thank-you", contexts[i % len(contexts)], **kwargs)
-    uncached = time.perf_counter() - start
+    uncached = CLOCK() - start
 
     print(f"cold     (new TemplateSet each): {per_render(cold, args.cold)}")
     print(f"warm     (skeleton cache):       {per_render(warm, args.renders)}")

@@ -31,6 +31,7 @@ from .transport import Delivery, Outcome, Transport, TransportRefused
 from .workspace import Workspace
 
 SCHEDULE_BATCH = 2000
+INFLIGHT_PER_CONNECTION = 4
 BACKOFF_BASE = timedelta(minutes=5)
 BACKOFF_CAP = timedelta(hours=6)
 
@@ -180,7 +181,9 @@ class Engine:
     async def _send_due(self, now: datetime, report: TickReport) -> None:
         active = {c.id: c for c in self.campaigns if c.status == "active"}
         counters: dict[str, DailyCounter] = {}
-        chunk = max(1, self.settings.smtp.max_connections)
+        # Messages marked `data_started` in one transaction and sent together: the most that a
+        # crash can leave `unknown`. Several per connection keeps commits off the hot path.
+        chunk = max(1, self.settings.smtp.max_connections) * INFLIGHT_PER_CONNECTION
         try:
             while not self.should_stop():
                 with self.db.sessions.begin() as session:
@@ -189,7 +192,7 @@ class Engine:
                         due_by=now,
                         lease_until=self.clock() + self.lease,
                         owner=self.owner,
-                        limit=min(self.settings.batch_size, chunk * 8),
+                        limit=min(self.settings.batch_size, chunk * 4),
                         campaign_ids=list(active),
                     )
                     claimed = ledger.claimed_details(session, ids)

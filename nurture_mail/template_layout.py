@@ -74,20 +74,35 @@ def text_footer(text: str, company_name: str, address: str, unsubscribe_url: str
 
 def html_footer(document: str, company_name: str, address: str, unsubscribe_url: str) -> str:
     """`document` with the footer inserted before `</body>` unless it already has both."""
+    footer = footer_html(document, company_name, address, unsubscribe_url)
+    return document if footer is None else insert_footer(document, footer)
+
+
+def footer_html(
+    document: str, company_name: str, address: str, unsubscribe_url: str,
+    href: str | None = None,
+) -> str | None:
+    """The footer `document` needs (None: it has link and address already).
+
+    `href` replaces the escaped unsubscribe URL in the link (the skeleton cache's token).
+    """
     lines = [html.escape(line) for line in _address_lines(address)]
     url = html.escape(unsubscribe_url)
     has_url = url in document or unsubscribe_url in document
     has_address = all(line in document for line in lines)
     if has_url and has_address:
-        return document
+        return None
     paragraphs = []
     if not has_url:
         paragraphs.append(
             f'<p style="margin:0 0 8px 0;">{html.escape(_reason(company_name))} '
-            f'<a href="{url}" style="color:#666666;">Unsubscribe</a></p>'
+            f'<a href="{url if href is None else href}" style="color:#666666;">Unsubscribe</a></p>'
         )
     paragraphs.append(f'<p style="margin:0;">{"<br>".join(lines)}</p>')
-    footer = f'<div class="nm-footer" style="{_FOOTER_STYLE}">{"".join(paragraphs)}</div>\n'
+    return f'<div class="nm-footer" style="{_FOOTER_STYLE}">{"".join(paragraphs)}</div>\n'
+
+
+def insert_footer(document: str, footer: str) -> str:
     ends = list(_BODY_END.finditer(document))
     if not ends:
         return document + footer

@@ -31,7 +31,7 @@ from .template_budget import (
     loop_filter,
     weight,
 )
-from .template_values import PathUndefined, clean_text, markdown_escape, plain
+from .template_values import PathUndefined, Record, clean_text, markdown_escape, plain
 
 
 class _BoundedCodeGenerator(CodeGenerator):
@@ -123,6 +123,17 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         if isinstance(obj, str) and attr in {"format", "format_map", "expandtabs"}:
             return False
         return super().is_safe_attribute(obj, attr, value)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Fast path for the common `candidate.first_name`: a Record's public names are its
+        # keys (it has no public attributes of its own), which the generic sandbox lookup
+        # below would reach too, after a failed attribute lookup and the safety checks.
+        if type(obj) is Record and attribute[:1] != "_":
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
 
     def wrap_str_format(self, value: Any) -> None:
         return None  # format is refused outright (is_safe_attribute), never wrapped

@@ -64,7 +64,10 @@ class Record:
             raise AttributeError(key) from None
 
     def __getitem__(self, key: str) -> Any:
-        return _view(f"{self._name}.{key}", self._data[key])
+        value = self._data[key]
+        if type(value) is str:  # the usual case; no need to build the path name
+            return value
+        return _view(f"{self._name}.{key}", value)
 
     def __contains__(self, key: object) -> bool:
         return key in self._data

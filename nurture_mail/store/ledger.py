@@ -65,6 +65,93 @@ def _insert(session: Session, table):
     return sqlite.insert(table)
 
 
+# --- prebuilt Core statements for the send path ------------------------------------------------
+# Built once: constructing SQLAlchemy statements per message costs more than running them.
+_SENDS = Send.__table__
+_ENROLLMENTS = Enrollment.__table__
+
+_MARK_STARTED = (
+    update(_SENDS)
+    .where(
+        _SENDS.c.id.in_(bindparam("ids", expanding=True)),
+        _SENDS.c.state == "claimed",
+        _SENDS.c.claimed_by == bindparam("owner"),
+    )
+    .values(
+        data_started=True,
+        attempts=_SENDS.c.attempts + 1,
+        lease_until=bindparam("lease"),
+        updated_at=bindparam("stamp"),
+    )
+    .returning(_SENDS.c.id)
+)
+_STORE_MESSAGE = (
+    update(_SENDS)
+    .where(_SENDS.c.id == bindparam("p_id"))
+    .values(to_addr=bindparam("p_to"), subject=bindparam("p_subject"), body=bindparam("p_body"))
+)
+_FINISH = (
+    update(_SENDS)
+    .where(_SENDS.c.id == bindparam("p_id"))
+    .values(
+        state=bindparam("p_state"), smtp_response=bindparam("p_response"),
+        reason=bindparam("p_reason"), sent_at=bindparam("p_sent_at"),
+        claimed_by=None, lease_until=None, updated_at=bindparam("p_stamp"),
+    )
+)
+_NEXT_STEP = (
+    update(_ENROLLMENTS)
+    .where(_ENROLLMENTS.c.id == bindparam("p_enrollment"), _ENROLLMENTS.c.state == "active")
+    .values(needs_next=True, last_sent_at=bindparam("p_stamp"), last_step_id=bindparam("p_step"))
+)
+_MOVE = (
+    update(_SENDS)
+    .where(_SENDS.c.id == bindparam("p_id"))
+    .values(
+        state=bindparam("p_state"), due_at=bindparam("p_due"),
+        reason=func.coalesce(bindparam("p_reason"), _SENDS.c.reason),
+        claimed_by=None, lease_until=None, data_started=False, updated_at=bindparam("p_stamp"),
+    )
+)
+_CANCEL = (
+    update(_SENDS)
+    .where(_SENDS.c.id == bindparam("p_id"))
+    .values(
+        state="cancelled", reason=bindparam("p_reason"),
+        claimed_by=None, lease_until=None, updated_at=bindparam("p_stamp"),
+    )
+)
+
+
+def _claim_statement(postgresql: bool):
+    pick = (
+        select(_SENDS.c.id)
+        .where(
+            _SENDS.c.state.in_(CLAIMABLE_STATES),
+            _SENDS.c.due_at <= bindparam("due_by"),
+            _SENDS.c.campaign_id.in_(bindparam("campaigns", expanding=True)),
+        )
+        .order_by(_SENDS.c.due_at, _SENDS.c.id)
+        .limit(bindparam("limit"))
+    )
+    if postgresql:
+        pick = pick.with_for_update(skip_locked=True)
+    return (
+        update(_SENDS)
+        .where(_SENDS.c.id.in_(pick.scalar_subquery()))
+        .values(
+            state="claimed",
+            claimed_by=bindparam("owner"),
+            lease_until=bindparam("lease"),
+            updated_at=bindparam("due_by"),
+        )
+        .returning(_SENDS.c.id)
+    )
+
+
+_CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
+
+
 def end_enrollments(
     session: Session, candidate_ids: Sequence[int], reason: str, stamp: datetime
 ) -> None:
@@ -295,30 +382,19 @@ def claim(
     """Take up to `limit` rows of these campaigns due by `due_by`, leased to `owner`."""
     if not campaign_ids or limit <= 0:
         return []
-    pick = (
-        select(Send.id)
-        .where(
-            Send.state.in_(CLAIMABLE_STATES),
-            Send.due_at <= naive(due_by),
-            Send.campaign_id.in_(list(campaign_ids)),
-        )
-        .order_by(Send.due_at, Send.id)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    stmt = (
-        update(Send)
-        .where(Send.id.in_(pick.scalar_subquery()))
-        .values(
-            state="claimed",
-            claimed_by=owner,
-            lease_until=naive(lease_until),
-            updated_at=naive(due_by),
-        )
-        .returning(Send.id)
-    )
-    return sorted(session.execute(stmt).scalars())
+    conn = session.connection()
+    stmt = _CLAIM[conn.dialect.name == "postgresql"]
+    ids = conn.execute(
+        stmt,
+        {
+            "due_by": naive(due_by),
+            "campaigns": list(campaign_ids),
+            "limit": limit,
+            "owner": owner,
+            "lease": naive(lease_until),
+        },
+    ).scalars()
+    return sorted(ids)
 
 
 def release(session: Session, send_ids: Sequence[int], owner: str, stamp: datetime) -> None:
@@ -447,25 +523,16 @@ def mark_data_started(
     """
     if not prepared:
         return []
-    t = Send.__table__
+    conn = session.connection()
     marked = list(
-        session.execute(
-            update(t)
-            .where(t.c.id.in_(list(prepared)), t.c.state == "claimed", t.c.claimed_by == owner)
-            .values(
-                data_started=True,
-                attempts=t.c.attempts + 1,
-                lease_until=naive(lease_until),
-                updated_at=stamp,
-            )
-            .returning(t.c.id)
+        conn.execute(
+            _MARK_STARTED,
+            {"ids": list(prepared), "owner": owner, "lease": naive(lease_until), "stamp": stamp},
         ).scalars()
     )
     if marked:
-        session.execute(
-            update(t)
-            .where(t.c.id == bindparam("p_id"))
-            .values(to_addr=bindparam("p_to"), subject=bindparam("p_subject"), body=bindparam("p_body")),
+        conn.execute(
+            _STORE_MESSAGE,
             [
                 {
                     "p_id": sid,
@@ -516,39 +583,18 @@ class Writes:
         self.cancelled.append({"p_id": send_id, "p_reason": reason})
 
     def flush(self, session: Session) -> None:
-        sends, enrollments = Send.__table__, Enrollment.__table__
+        conn = session.connection()
+        stamp = {"p_stamp": self.stamp}
         if self.finished:
-            session.execute(
-                update(sends).where(sends.c.id == bindparam("p_id")).values(
-                    state=bindparam("p_state"), smtp_response=bindparam("p_response"),
-                    reason=bindparam("p_reason"), sent_at=bindparam("p_sent_at"),
-                    claimed_by=None, lease_until=None, updated_at=self.stamp,
-                ),
-                self.finished,
-            )
-            session.execute(
-                update(enrollments)
-                .where(enrollments.c.id == bindparam("p_enrollment"), enrollments.c.state == "active")
-                .values(needs_next=True, last_sent_at=self.stamp, last_step_id=bindparam("p_step")),
-                [{"p_enrollment": f["p_enrollment"], "p_step": f["p_step"]} for f in self.finished],
+            conn.execute(_FINISH, [{**f, **stamp} for f in self.finished])
+            conn.execute(
+                _NEXT_STEP,
+                [{"p_enrollment": f["p_enrollment"], "p_step": f["p_step"], **stamp} for f in self.finished],
             )
         if self.moved:
-            session.execute(
-                update(sends).where(sends.c.id == bindparam("p_id")).values(
-                    state=bindparam("p_state"), due_at=bindparam("p_due"),
-                    reason=func.coalesce(bindparam("p_reason"), sends.c.reason),
-                    claimed_by=None, lease_until=None, data_started=False, updated_at=self.stamp,
-                ),
-                self.moved,
-            )
+            conn.execute(_MOVE, [{**m, **stamp} for m in self.moved])
         if self.cancelled:
-            session.execute(
-                update(sends).where(sends.c.id == bindparam("p_id")).values(
-                    state="cancelled", reason=bindparam("p_reason"),
-                    claimed_by=None, lease_until=None, updated_at=self.stamp,
-                ),
-                self.cancelled,
-            )
+            conn.execute(_CANCEL, [{**c, **stamp} for c in self.cancelled])
         self.finished, self.moved, self.cancelled = [], [], []
 
 
