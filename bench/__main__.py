@@ -49,8 +49,6 @@ def main() -> int:
         figures.append(send.naive(min(n, 5000)))
         for backend in ("sqlite", "postgresql"):
             for procs in (1, 2):
-                if backend == "sqlite" and procs == 2:
-                    continue  # one daemon per SQLite database (see docs/architecture.md)
                 figures.append(send.engine_run(n, backend, procs))
     if "pool" in args.names:
         from . import pool

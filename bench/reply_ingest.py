@@ -1,21 +1,27 @@
-"""Reply sync rate: 10,000 messages from a Maildir, matched against a few thousand sends.
+"""Reply sync rate: 20,000 messages from a Maildir, matched against a few thousand sends.
 
-    .venv/bin/python bench/reply_ingest.py [--messages 10000] [--sends 3000] [--database URL]
+    .venv/bin/python bench/reply_ingest.py [--messages 20000] [--sends 3000]
+        [--backends sqlite,postgresql] [--database URL] [--runs 1]
 
 Builds a database with candidates, enrollments and sent ledger rows, and a Maildir mixing
 real messages from ../shared/corpus (human replies rethreaded onto our sends, bounces from
 many MTAs, ordinary mail) with generated out-of-office notes (English, German, French) and
 DSNs naming our recipients, every message with its own Message-ID. Then times
 `sync_replies` over the Maildir (everything new: classify, match, store, act), and a second
-time (everything already stored: the re-read cost of a file source).
+time (everything already stored: the re-read cost of a file source). Runs on SQLite (a
+temporary file) and PostgreSQL (a temporary schema of NURTURE_BENCH_DATABASE_URL, default the
+local `test` database; skipped with a note when unreachable), prints messages/s for each, and
+a `RESULT {json}` line per backend for `python -m bench`. Everything is seeded: the same
+arguments give the same Maildir and the same database.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import re
-import secrets
+import statistics
 import sys
 import tempfile
 import time
@@ -64,14 +70,14 @@ def rewrite(raw: bytes, headers: list[str]) -> bytes:
     return out.encode("utf-8", "surrogateescape")
 
 
-def populate(db, sends: int) -> list[tuple[str, str]]:
+def populate(db, sends: int, rng: random.Random) -> list[tuple[str, str]]:
     """Candidates, one enrollment and one sent message each. Returns (email, message id)."""
     stamp = (NOW - timedelta(days=5)).replace(tzinfo=None)
     out = []
     with db.sessions.begin() as s:
         s.execute(insert(Candidate.__table__), [
             {"email": f"c{i}@people.example", "status": "rejected", "attributes": {},
-             "token_key": secrets.token_hex(16), "created_at": stamp, "updated_at": stamp}
+             "token_key": f"{rng.getrandbits(128):032x}", "created_at": stamp, "updated_at": stamp}
             for i in range(sends)
         ])
         s.execute(insert(Enrollment.__table__), [
@@ -81,7 +87,7 @@ def populate(db, sends: int) -> list[tuple[str, str]]:
         ])
         rows = []
         for i in range(sends):
-            mid = f"{secrets.token_hex(12)}@talent.example"
+            mid = f"{rng.getrandbits(96):024x}@talent.example"
             row = new_send_row(enrollment_id=i + 1, campaign_id="keep-warm", candidate_id=i + 1,
                                step_id="thank-you", step_number=1, variant=None, due_at=stamp,
                                message_id=mid, stamp=stamp)
@@ -94,8 +100,8 @@ def populate(db, sends: int) -> list[tuple[str, str]]:
         s.execute(insert(Send.__table__), [
             new_send_row(enrollment_id=i + 1, campaign_id="keep-warm", candidate_id=i + 1,
                          step_id="check-in", step_number=2, variant=None,
-                         due_at=NOW + timedelta(days=3), message_id=f"{secrets.token_hex(12)}@talent.example",
-                         stamp=stamp)
+                         due_at=NOW + timedelta(days=3),
+                         message_id=f"{rng.getrandbits(96):024x}@talent.example", stamp=stamp)
             for i in range(sends)
         ])
     return out
@@ -111,7 +117,7 @@ def build_maildir(path: Path, count: int, sends: list[tuple[str, str]], rng: ran
     when = format_datetime(NOW - timedelta(days=1))
     for n in range(count):
         email, mid = rng.choice(sends)
-        own = f"<bench{n}.{secrets.token_hex(4)}@mail.example>"
+        own = f"<bench{n}.{rng.getrandbits(32):08x}@mail.example>"
         roll = rng.random()
         if roll < 0.5:
             raw = rewrite(rng.choice(replies), [
@@ -146,46 +152,103 @@ def build_maildir(path: Path, count: int, sends: list[tuple[str, str]], rng: ran
     return mix
 
 
+EXIT_WHEN = {"keep-warm": frozenset({"replied", "unsubscribed", "bounced", "hired"})}
+
+
+def run_once(url: str, args, tmp_path: Path) -> dict:
+    """One database: populate, build the Maildir, sync twice. Returns the figures."""
+    rng = random.Random(args.seed)
+    db = open_database(url)
+    try:
+        (tmp_path / "nurture.toml").write_text("")
+        settings = load_settings(tmp_path / "nurture.toml", env={}, database_url=url)
+        sends = populate(db, args.sends, rng)
+        maildir = tmp_path / "Maildir"
+        mix = build_maildir(maildir, args.messages, sends, rng)
+        size = sum(p.stat().st_size for p in (maildir / "new").iterdir())
+        print(f"{args.messages} messages ({size / 1e6:.1f} MB): "
+              + ", ".join(f"{v} {k}" for k, v in mix.items()) + f"; {args.sends} sends; {db.dialect}")
+
+        start = time.perf_counter()
+        report = sync_replies(settings, db, now=NOW, exit_when=EXIT_WHEN, sources=[MaildirInbox(maildir)],
+                              workers=args.workers)
+        first = time.perf_counter() - start
+        print(f"  first sync:  {report.read} read in {first:.2f} s = {report.read / first:,.0f} messages/s")
+        print(f"    {report.summary()}")
+
+        start = time.perf_counter()
+        again = sync_replies(settings, db, now=NOW, exit_when=EXIT_WHEN, sources=[MaildirInbox(maildir)],
+                              workers=args.workers)
+        second = time.perf_counter() - start
+        print(f"  second sync: {again.read} read, {again.new} new in {second:.2f} s = "
+              f"{again.read / second:,.0f} messages/s (all already stored)")
+        with db.sessions() as s:
+            stored = s.query(Inbound).count()
+        assert stored == report.new == args.messages, (stored, report.new)
+        assert again.new == 0 and again.duplicates == args.messages, again
+        return {"dialect": db.dialect, "first": report.read / first, "second": again.read / second,
+                "summary": report.summary()}
+    finally:
+        db.dispose()
+
+
+def backend_url(backend: str, args, tmp_path: Path):
+    """(url, cleanup) for a backend, or (None, reason) when it cannot run here."""
+    if args.database:
+        return args.database, None
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'bench.db'}", None
+    from bench.common import fresh_pg_schema
+
+    try:
+        return fresh_pg_schema()
+    except Exception as exc:  # no server: say so and go on with the other backend
+        return None, f"PostgreSQL unavailable ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--sends", type=int, default=3_000)
-    parser.add_argument("--database", help="database URL (default: a temporary SQLite file)")
+    parser.add_argument("--backends", default="sqlite,postgresql",
+                        help="comma-separated: sqlite, postgresql (default both)")
+    parser.add_argument("--database", help="one database URL instead of the backends")
+    parser.add_argument("--runs", type=int, default=1, help="repeat and report the median")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="classifier processes (default: sync_replies' own choice; 0: none)")
     args = parser.parse_args()
     if not CORPUS.is_dir():
         sys.exit(f"corpus not found at {CORPUS}")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        url = args.database or f"sqlite:///{tmp_path / 'bench.db'}"
-        db = open_database(url)
-        (tmp_path / "nurture.toml").write_text("")
-        settings = load_settings(tmp_path / "nurture.toml", env={}, database_url=url)
-        sends = populate(db, args.sends)
-        mix = build_maildir(tmp_path / "Maildir", args.messages, sends, random.Random(args.seed))
-        size = sum(p.stat().st_size for p in (tmp_path / "Maildir" / "new").iterdir())
-        print(f"{args.messages} messages ({size / 1e6:.1f} MB): "
-              + ", ".join(f"{v} {k}" for k, v in mix.items()) + f"; {args.sends} sends; {db.dialect}")
-        exit_when = {"keep-warm": frozenset({"replied", "unsubscribed", "bounced", "hired"})}
-
-        start = time.perf_counter()
-        report = sync_replies(settings, db, now=NOW, exit_when=exit_when,
-                              sources=[MaildirInbox(tmp_path / "Maildir")])
-        first = time.perf_counter() - start
-        print(f"first sync:  {report.read} read in {first:.2f} s = {report.read / first:,.0f} messages/s")
-        print(f"  {report.summary()}")
-
-        start = time.perf_counter()
-        again = sync_replies(settings, db, now=NOW, exit_when=exit_when,
-                             sources=[MaildirInbox(tmp_path / "Maildir")])
-        second = time.perf_counter() - start
-        print(f"second sync: {again.read} read, {again.new} new in {second:.2f} s = "
-              f"{again.read / second:,.0f} messages/s (all already stored)")
-        with db.sessions() as s:
-            stored = s.query(Inbound).count()
-        assert stored == report.new, (stored, report.new)
-        db.dispose()
+    backends = ["url"] if args.database else [b.strip() for b in args.backends.split(",") if b.strip()]
+    for backend in backends:
+        rates, seconds = [], []
+        for _ in range(max(1, args.runs)):
+            with tempfile.TemporaryDirectory() as tmp:
+                url, cleanup = backend_url(backend, args, Path(tmp))
+                if url is None:
+                    print(f"{backend}: skipped: {cleanup}")
+                    break
+                try:
+                    figures = run_once(url, args, Path(tmp))
+                finally:
+                    if callable(cleanup):
+                        cleanup()
+            rates.append(figures["first"])
+            seconds.append(figures["second"])
+        if not rates:
+            continue
+        rate = statistics.median(rates)
+        again = statistics.median(seconds)
+        name = figures["dialect"]
+        print(f"{name}: reply ingest {rate:,.0f} messages/s (first sync, median of {len(rates)}); "
+              f"re-read {again:,.0f} messages/s")
+        print("RESULT " + json.dumps({
+            "benchmark": f"reply ingest ({name})", "value": round(rate, 1), "unit": "messages/s",
+            "detail": {"messages": args.messages, "sends": args.sends, "runs": len(rates),
+                       "reread_per_s": round(again, 1), "target": 5000},
+        }))
 
 
 if __name__ == "__main__":

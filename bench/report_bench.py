@@ -1,16 +1,24 @@
-"""How long `nurture report` takes over a big ledger on SQLite.
+"""How long `nurture report` takes over a big ledger, on SQLite and PostgreSQL.
 
-Builds, in a temporary directory, 1,000,000 sends (3 campaigns x 4 steps, two variants on one
-step, mixed states) for 250,000 candidates, plus inbound rows (replies, auto-replies, bounces)
-for about 8% of them - all with INSERT ... SELECT over a recursive counter, so the build is
-bounded and quick - then times the report queries and the whole `nurture report` command.
+Builds 1,000,000 sends (3 campaigns x 4 steps, two variants on one step, mixed states) for
+250,000 candidates, plus inbound rows (replies to 10% of the sent sends, auto-replies, bounces)
+- all with INSERT ... SELECT over a counter, so the build is bounded and quick - then times:
 
-    .venv/bin/python bench/report_bench.py [--sends N]
+* the report queries alone (`reports.gather`, in process; median of 3 after one warm-up);
+* the whole `nurture report --format json`, `--format table` and `--format html` commands
+  (a subprocess each, start-up and output included; median of 3).
+
+Prints `RESULT {json}` lines for `python -m bench`, plus a human summary.
+
+    .venv/bin/python bench/report_bench.py [--rows N] [--backend sqlite|postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,98 +28,151 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from nurture_mail import reports
-from nurture_mail.database import open_database
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import PG_URL, fresh_pg_schema  # noqa: E402
+from nurture_mail import reports  # noqa: E402
+from nurture_mail.database import open_database  # noqa: E402
 
 NOW = datetime(2027, 6, 1, 12, 0, tzinfo=UTC)
 STEPS = 4
-CAMPAIGNS = ("silver-medalists", "early-leavers", "referrals")
+RUNS = 3
+
+
+def _statements(dialect: str, sends: int) -> list[str]:
+    """The dataset as INSERT ... SELECT statements; the same rows on both databases."""
+    candidates = sends // STEPS
+    if dialect == "postgresql":
+        counter = f"generate_series(1, {candidates}) AS n(i)"
+        steps = f"generate_series(1, {STEPS}) AS s(k)"
+        day = "(TIMESTAMP '2026-01-05' + ((e.id * 7 + s.k * 61) % 360) * INTERVAL '1 day')"
+        later = "(sent_at + (1 + id % 240) * INTERVAL '1 hour')"
+        attrs, no, yes = "'{}'::jsonb", "false", "true"
+    else:
+        counter = f"(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {candidates}) SELECT i FROM n) n"
+        steps = f"(WITH RECURSIVE s(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM s WHERE k < {STEPS}) SELECT k FROM s) s"
+        day = "datetime('2026-01-05', '+' || ((e.id * 7 + s.k * 61) % 360) || ' days')"
+        later = "datetime(sent_at, '+' || (1 + id % 240) || ' hours')"
+        attrs, no, yes = "'{}'", "0", "1"
+    return [
+        f"""INSERT INTO candidates (id, email, status, owner, attributes, token_key, created_at, updated_at)
+            SELECT i, 'c' || i || '@example.com', 'rejected', CASE i % 3 WHEN 0 THEN 'dana' ELSE 'sam' END,
+                   {attrs}, 'k' || i, TIMESTAMP '2026-01-01', TIMESTAMP '2026-01-01' FROM {counter}"""
+        if dialect == "postgresql" else
+        f"""INSERT INTO candidates (id, email, status, owner, attributes, token_key, created_at, updated_at)
+            SELECT i, 'c' || i || '@example.com', 'rejected', CASE i % 3 WHEN 0 THEN 'dana' ELSE 'sam' END,
+                   {attrs}, 'k' || i, '2026-01-01', '2026-01-01' FROM {counter}""",
+        f"""INSERT INTO enrollments (id, candidate_id, campaign_id, state, exit_reason, enrolled_at,
+                                     last_step_id, exited_at, needs_next)
+            SELECT id, id, CASE id % 3 WHEN 0 THEN 'silver-medalists' WHEN 1 THEN 'early-leavers'
+                                       ELSE 'referrals' END,
+                   CASE WHEN id % 13 = 0 THEN 'exited' WHEN id % 5 = 0 THEN 'completed' ELSE 'active' END,
+                   CASE WHEN id % 13 = 0 THEN 'replied' WHEN id % 5 = 0 THEN 'completed' END,
+                   {day.replace('e.id', '0').replace('s.k', '0')}, 's4',
+                   CASE WHEN id % 13 = 0 OR id % 5 = 0 THEN {day.replace('e.id', '0').replace('s.k', '0')} END, {no}
+            FROM candidates""",
+        # One send per (enrollment, step); sent_at spread over a year, a few other states.
+        f"""INSERT INTO sends (id, enrollment_id, campaign_id, candidate_id, step_id, step_number,
+                               variant, state, due_at, message_id, data_started, attempts, sent_at,
+                               created_at, updated_at)
+            SELECT (e.id - 1) * {STEPS} + s.k, e.id, e.campaign_id, e.candidate_id, 's' || s.k, s.k,
+                   CASE WHEN s.k = 2 THEN CASE e.id % 2 WHEN 0 THEN 'a' ELSE 'b' END END,
+                   CASE WHEN e.id % 97 = 0 THEN 'failed' WHEN e.id % 89 = 0 THEN 'deferred'
+                        WHEN e.id % 499 = 0 THEN 'unknown' ELSE 'sent' END,
+                   {day}, 'm' || e.id || '.' || s.k || '@bench', {yes}, 1,
+                   CASE WHEN e.id % 97 <> 0 AND e.id % 89 <> 0 AND e.id % 499 <> 0 THEN {day} END,
+                   {day}, {day}
+            FROM enrollments e CROSS JOIN {steps}""",
+        # Replies to 10% of the sent sends, auto-replies to 4%, bounces to 4% (some after a reply).
+        f"""INSERT INTO inbound (dedupe_key, message_id, received_at, kind, bounce, reply_text,
+                                 send_id, candidate_id, campaign_id)
+            SELECT 'd' || id, 'r' || id || '@bench', {later},
+                   CASE WHEN id % 50 < 5 THEN 'reply' WHEN id % 50 < 7 THEN 'auto_reply' ELSE 'bounce' END,
+                   CASE WHEN id % 50 = 7 THEN 'hard' WHEN id % 50 = 8 THEN 'soft' END,
+                   CASE WHEN id % 50 < 5 THEN 'Thanks, happy to talk.' END,
+                   id, candidate_id, campaign_id
+            FROM sends WHERE state = 'sent' AND id % 50 < 9""",
+    ]
 
 
 def build(url: str, sends: int) -> None:
-    candidates = sends // STEPS
     db = open_database(url)
     try:
+        dialect = db.engine.dialect.name
         with db.engine.begin() as conn:
-            conn.execute(text("PRAGMA synchronous=OFF"))
-            conn.execute(text(f"""
-                INSERT INTO candidates (id, email, status, owner, attributes, token_key, created_at, updated_at)
-                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {candidates})
-                SELECT i, 'c' || i || '@example.com', 'rejected', CASE i % 3 WHEN 0 THEN 'dana' ELSE 'sam' END,
-                       '{{}}', 'k' || i, '2026-01-01', '2026-01-01' FROM n"""))
-            conn.execute(text("""
-                INSERT INTO enrollments (id, candidate_id, campaign_id, state, exit_reason, enrolled_at,
-                                         last_step_id, exited_at, needs_next)
-                SELECT id, id, CASE id % 3 WHEN 0 THEN 'silver-medalists' WHEN 1 THEN 'early-leavers'
-                                           ELSE 'referrals' END,
-                       CASE WHEN id % 13 = 0 THEN 'exited' WHEN id % 5 = 0 THEN 'completed' ELSE 'active' END,
-                       CASE WHEN id % 13 = 0 THEN 'replied' WHEN id % 5 = 0 THEN 'completed' END,
-                       '2026-01-05', 's4', CASE WHEN id % 13 = 0 OR id % 5 = 0 THEN '2026-06-01' END, 0
-                FROM candidates"""))
-            # One send per (enrollment, step); sent_at spread over a year, a few other states.
-            conn.execute(text(f"""
-                INSERT INTO sends (id, enrollment_id, campaign_id, candidate_id, step_id, step_number,
-                                   variant, state, due_at, message_id, data_started, attempts, sent_at,
-                                   created_at, updated_at)
-                WITH RECURSIVE s(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM s WHERE k < {STEPS})
-                SELECT (e.id - 1) * {STEPS} + s.k, e.id, e.campaign_id, e.candidate_id, 's' || s.k, s.k,
-                       CASE WHEN s.k = 2 THEN CASE e.id % 2 WHEN 0 THEN 'a' ELSE 'b' END END,
-                       CASE WHEN e.id % 97 = 0 THEN 'failed' WHEN e.id % 89 = 0 THEN 'deferred'
-                            WHEN e.id % 499 = 0 THEN 'unknown' ELSE 'sent' END,
-                       datetime('2026-01-05', '+' || ((e.id * 7 + s.k * 61) % 360) || ' days'),
-                       'm' || e.id || '.' || s.k || '@bench', 1, 1,
-                       CASE WHEN e.id % 97 <> 0 AND e.id % 89 <> 0 AND e.id % 499 <> 0
-                            THEN datetime('2026-01-05', '+' || ((e.id * 7 + s.k * 61) % 360) || ' days') END,
-                       '2026-01-05', datetime('2026-01-05', '+' || ((e.id * 7 + s.k * 61) % 360) || ' days')
-                FROM enrollments e CROSS JOIN s"""))
-            conn.execute(text("""
-                INSERT INTO inbound (dedupe_key, message_id, received_at, kind, bounce, reply_text,
-                                     send_id, candidate_id, campaign_id)
-                SELECT 'd' || id, 'r' || id || '@bench',
-                       datetime(sent_at, '+' || (1 + id % 240) || ' hours'),
-                       CASE WHEN id % 50 < 5 THEN 'reply' WHEN id % 50 < 7 THEN 'auto_reply' ELSE 'bounce' END,
-                       CASE WHEN id % 50 = 7 THEN 'hard' WHEN id % 50 = 8 THEN 'soft' END,
-                       CASE WHEN id % 50 < 5 THEN 'Thanks, happy to talk.' END,
-                       id, candidate_id, campaign_id
-                FROM sends WHERE state = 'sent' AND id % 50 < 9"""))
-        with db.engine.connect() as conn:
-            conn.execute(text("ANALYZE"))
+            if dialect == "sqlite":
+                conn.execute(text("PRAGMA synchronous=OFF"))
+            for statement in _statements(dialect, sends):
+                conn.execute(text(statement))
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE" if dialect == "postgresql" else "ANALYZE"))
     finally:
         db.dispose()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sends", type=int, default=1_000_000)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="nurture-report-bench-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'nurture.db'}"
-        started = time.perf_counter()
-        build(url, args.sends)
-        db = open_database(url)
-        try:
-            with db.engine.connect() as conn:
-                counts = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
-                          for t in ("sends", "inbound", "enrollments")}
-            print(f"built {counts} in {time.perf_counter() - started:.1f} s")
-            timings = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                result = reports.gather(db, now=NOW)
-                timings.append(time.perf_counter() - t0)
-            total = sum(c.stats.counts["sends"] for c in result.campaigns)
-            assert total == counts["sends"], (total, counts)
-            print(f"report queries over {total:,} sends: best {min(timings):.2f} s "
-                  f"(runs: {', '.join(f'{t:.2f}' for t in timings)})")
-        finally:
-            db.dispose()
-        for fmt in ("json", "html"):
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def _result(benchmark: str, value: float, **detail) -> None:
+    print("RESULT " + json.dumps({"benchmark": benchmark, "value": value, "unit": "s", "detail": detail}),
+          flush=True)
+
+
+def measure(url: str, backend: str, rows: int, workdir: Path) -> None:
+    started = time.perf_counter()
+    build(url, rows)
+    built = time.perf_counter() - started
+    db = open_database(url)
+    try:
+        with db.engine.connect() as conn:
+            counts = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+                      for t in ("sends", "inbound", "enrollments")}
+        print(f"{backend}: built {counts} in {built:.1f} s", file=sys.stderr)
+        timings = []
+        for _ in range(RUNS + 1):  # the first run warms the caches and is not counted
+            t0 = time.perf_counter()
+            result = reports.gather(db, now=NOW)
+            timings.append(time.perf_counter() - t0)
+        total = sum(c.stats.counts["sends"] for c in result.campaigns)
+        assert total == counts["sends"], (total, counts)
+    finally:
+        db.dispose()
+    load = os.getloadavg()[0]
+    base = {"backend": backend, "sends": counts["sends"], "inbound": counts["inbound"],
+            "load_avg_1m": round(load, 2)}
+    _result(f"report queries ({backend}, {rows:,} sends)", _median(timings[1:]),
+            runs=[round(t, 3) for t in timings[1:]], **base)
+    for fmt in ("json", "table", "html"):
+        runs = []
+        for _ in range(RUNS):
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-m", "nurture_mail", "--database", url, "--now",
-                            NOW.isoformat(), "report", "--format", fmt, "-o", str(Path(tmp) / f"r.{fmt}")],
-                           check=True, capture_output=True)
-            print(f"`nurture report --format {fmt}` (whole command, incl. start-up"
-                  f"{' and the 250,000-row pool' if fmt == 'html' else ''}): {time.perf_counter() - t0:.2f} s")
+                            NOW.isoformat(), "report", "--format", fmt, "-o", str(workdir / f"r.{fmt}")],
+                           check=True, capture_output=True, cwd=workdir)
+            runs.append(time.perf_counter() - t0)
+        _result(f"`nurture report --format {fmt}` CLI ({backend}, {rows:,} sends)", _median(runs),
+                runs=[round(t, 3) for t in runs], **base, load_avg_1m_after=round(os.getloadavg()[0], 2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", "--sends", dest="rows", type=int, default=1_000_000)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="nurture-report-bench-") as tmp:
+        if args.backend in ("sqlite", "both"):
+            measure(f"sqlite:///{Path(tmp) / 'nurture.db'}", "sqlite", args.rows, Path(tmp))
+        if args.backend in ("postgresql", "both"):
+            try:
+                url, drop = fresh_pg_schema(PG_URL)
+            except Exception as exc:  # no server: say so, the SQLite figures stand
+                print(f"postgresql: skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
+                return
+            try:
+                measure(url, "postgresql", args.rows, Path(tmp))
+            finally:
+                drop()
 
 
 if __name__ == "__main__":

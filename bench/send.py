@@ -132,9 +132,10 @@ def engine_run(n: int, backend: str, processes: int, timeout: float = 900) -> Fi
             schedule_s = time.perf_counter() - t
             later = (T0 + timedelta(hours=1)).isoformat()
             start = time.perf_counter()
-            procs = [subprocess.Popen(base + ["--now", later, "run"], cwd=root,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                     for _ in range(processes)]
+            # One daemon with `processes` sender processes (--workers): SQLite allows one lock
+            # holder; on PostgreSQL separate daemons would share the queue the same way.
+            procs = [subprocess.Popen(base + ["--now", later, "run", "--workers", str(processes)], cwd=root,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
             sent = 0
             while time.perf_counter() - start < timeout:
                 sent = _count_sent(db_url)
