@@ -28,6 +28,7 @@ from urllib.parse import quote, unquote, urlsplit
 from .errors import ConfigError, NurtureError
 
 BATCH = 200  # UIDs per FETCH
+FILE_BATCH = 500  # messages per batch from a Maildir, an mbox or files
 MAX_BATCH_BYTES = 32 * 1024 * 1024  # bodies held in memory at once, about
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # beyond this only the start of a message is fetched
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -312,32 +313,35 @@ def _quietly(action: Callable[[], object]) -> None:
 class MaildirInbox:
     """A Maildir directory (new/ and cur/), read in place."""
 
-    def __init__(self, path: str | os.PathLike, *, batch_size: int = BATCH):
+    def __init__(self, path: str | os.PathLike, *, batch_size: int = FILE_BATCH):
         self.path = Path(path)
         self.label = f"maildir:{self.path}"
         self.batch_size = max(1, batch_size)
 
-    def _files(self) -> list[Path]:
+    def _files(self) -> list[tuple[str, str]]:
+        """(file name, path) of every message in new/ and cur/, by name."""
         if not self.path.is_dir():
             raise InboxError(f"{self.label}: no such directory")
-        subdirs = [self.path / d for d in ("new", "cur") if (self.path / d).is_dir()]
+        subdirs = [str(self.path / d) for d in ("new", "cur") if (self.path / d).is_dir()]
         if not subdirs:
             raise InboxError(f"{self.label}: not a Maildir (no new/ or cur/)")
-        files: list[Path] = []
+        files: list[tuple[str, str]] = []
         for sub in subdirs:
             with os.scandir(sub) as entries:
-                files.extend(Path(e.path) for e in entries if not e.name.startswith(".") and e.is_file())
-        return sorted(files, key=lambda p: p.name)
+                files.extend((e.name, e.path) for e in entries if not e.name.startswith(".") and e.is_file())
+        files.sort()
+        return files
 
     def batches(self, positions: Positions) -> Iterator[Batch]:
         for chunk in _chunks(self._files(), self.batch_size):
             messages = []
-            for path in chunk:
+            for name, path in chunk:
                 try:
-                    raw = path.read_bytes()
+                    with open(path, "rb") as f:
+                        raw = f.read()
                 except FileNotFoundError:  # moved by a mail client meanwhile (new/ -> cur/)
                     continue
-                messages.append(Fetched(self.label, path.name.split(":2,", 1)[0], raw))
+                messages.append(Fetched(self.label, name.split(":2,", 1)[0], raw))
             yield Batch(messages)
 
     def close(self) -> None:
@@ -347,7 +351,7 @@ class MaildirInbox:
 class MboxInbox:
     """One mbox file."""
 
-    def __init__(self, path: str | os.PathLike, *, batch_size: int = BATCH):
+    def __init__(self, path: str | os.PathLike, *, batch_size: int = FILE_BATCH):
         self.path = Path(path)
         self.label = f"mbox:{self.path}"
         self.batch_size = max(1, batch_size)
@@ -370,7 +374,7 @@ class MboxInbox:
 class FilesInbox:
     """Single .eml files."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike], *, batch_size: int = BATCH):
+    def __init__(self, paths: Sequence[str | os.PathLike], *, batch_size: int = FILE_BATCH):
         self.paths = [Path(p) for p in paths]
         self.label = "files"
         self.batch_size = max(1, batch_size)

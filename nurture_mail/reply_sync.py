@@ -8,6 +8,14 @@ run only when that insert created the row, in the same transaction as the insert
 IMAP position, so a crash, a re-read, a UIDVALIDITY resync or a second daemon can never act
 twice on one message.
 
+Speed (issue 7): the work is done a batch (a few hundred messages) at a time. One query finds
+the keys already stored (those are never classified again), classification runs in worker
+processes for a backlog (classify_pool.py) up to LOOKAHEAD batches ahead, and each batch is
+then one transaction: one look-up of every Message-ID it names, one of every address it may
+be matched by, one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING, and its effects
+applied in message order to a snapshot and written with one executemany per kind
+(store.inbound.Effects), so the result equals acting on the messages one by one.
+
 Matching, strongest evidence first:
 1. In-Reply-To / References name one of our Message-IDs (stored bare, without <>);
 2. a delivery report or complaint quotes our original Message-ID;
@@ -40,8 +48,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import mailbox
-from collections import Counter
-from collections.abc import Mapping, Sequence
+import re
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from email.utils import parseaddr
@@ -50,13 +59,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import SQLAlchemyError
 
 from .campaigns import EXIT_REASONS
+from .classify_pool import Classifier, default_workers
 from .config import Settings
 from .database import Database
 from .inbox import Batch, Fetched, Inbox, InboxError, imap_from_settings
-from .replies import Classification, InboundKind, classify
-from .replies.parsing import header_date, message_ids, parse_headers, split_message
+from .replies import Classification, InboundKind
+from .replies.parsing import MAX_HEAD_BYTES, header_date, message_ids, split_message
 from .store import inbound as store
-from .store import pool
 from .store.ledger import naive
 
 log = logging.getLogger("nurture.replies")
@@ -65,6 +74,8 @@ MATCH_WINDOW = timedelta(days=30)  # rules 3 and 4: how long after a send mail m
 CLOCK_SLACK = timedelta(hours=1)  # a Date header a little behind our clock
 MAX_PAUSE = timedelta(days=366)
 DEFAULT_EXIT_WHEN = frozenset(EXIT_REASONS)
+LOOKAHEAD = 2  # batches classified ahead of the one being stored
+LOOKAHEAD_BYTES = 48 * 1024 * 1024  # ... unless they hold more than this
 
 
 @dataclass
@@ -122,6 +133,7 @@ def sync_replies(
     now: datetime,
     exit_when: Mapping[str, frozenset[str]],
     sources: Sequence[Inbox] | None = None,
+    workers: int | None = None,
 ) -> SyncReport:
     """Read every source, store new messages once, match and act on them.
 
@@ -129,6 +141,10 @@ def sync_replies(
     when none is configured. `exit_when` maps campaign ids to their exit_when sets; a campaign
     not in it gets the default (all four). A source that cannot be read is reported in
     `errors` and the others still run; database errors propagate.
+
+    `workers`: processes that classify a backlog (a batch with at least classify_pool.PARALLEL_MIN new
+    messages) while this one stores and acts; default one per CPU but one (none on a single
+    CPU), 0 to classify here only. A few new messages never start a process.
     """
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
@@ -145,45 +161,82 @@ def sync_replies(
         with db.sessions() as session:
             return store.load_position(session, key)
 
-    for source in sources:
-        sr = SourceReport(source.label)
-        report.sources.append(sr)
-        try:
-            for batch in source.batches(position):
-                _ingest(ctx, batch, sr, report)
-        except (InboxError, OSError, mailbox.Error) as exc:
-            sr.error = str(exc) if isinstance(exc, InboxError) else f"{source.label}: {exc}"
-            report.errors.append(sr.error)
-            log.warning("reply sync: %s", sr.error)
-        finally:
-            source.close()
+    classifier = Classifier(default_workers() if workers is None else workers)
+    seen: set[str] = set()  # keys taken by an earlier batch of this sync
+    try:
+        for source in sources:
+            sr = SourceReport(source.label)
+            report.sources.append(sr)
+            # Classification runs up to LOOKAHEAD batches ahead of the database work, in the
+            # worker processes when there are any; what was read before a source failed is
+            # stored all the same.
+            pending: deque[_Prepared] = deque()
+            for batch in _read(source, position, sr, report):
+                pending.append(_prepare(ctx, batch, seen, classifier, sr, report))
+                while len(pending) > LOOKAHEAD or (
+                    len(pending) > 1 and sum(p.size for p in pending) > LOOKAHEAD_BYTES
+                ):
+                    _apply(ctx, pending.popleft(), sr, report)
+            while pending:
+                _apply(ctx, pending.popleft(), sr, report)
+    finally:
+        classifier.close()
     with db.sessions.begin() as session:
         report.held = store.hold_paused(session, now)
     return report
 
 
-# --- one batch --------------------------------------------------------------------------------
+def _read(source: Inbox, position, sr: SourceReport, report: SyncReport) -> Iterator[Batch]:
+    """The source's batches, then the source closed; a source that fails is reported (in
+    `sr` and `report.errors`) and simply ends."""
+    try:
+        yield from source.batches(position)
+    except (InboxError, OSError, mailbox.Error) as exc:
+        sr.error = str(exc) if isinstance(exc, InboxError) else f"{source.label}: {exc}"
+        report.errors.append(sr.error)
+        log.warning("reply sync: %s", sr.error)
+    finally:
+        source.close()
+
+
+# --- identity and classification --------------------------------------------------------------
+
+# The two fields the dedupe key needs, found the way parse_headers finds every field (a name at
+# the start of a line, its continuation lines), without splitting the whole header section.
+_IDENTITY_FIELDS = re.compile(r"^(message-id|date)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M | re.A)
 
 
 def message_identity(raw: bytes) -> tuple[str, str | None, datetime | None]:
-    """(dedupe key, Message-ID, Date) from the header section alone."""
+    """(dedupe key, Message-ID, Date) from the header section alone: the first Message-ID
+    field that holds an id, and the first Date field."""
     head, _ = split_message(raw)
-    headers = parse_headers(head)
+    head = head[:MAX_HEAD_BYTES]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = head.decode("latin-1")
     mid = None
-    for value in headers.get("message-id", ()):
-        ids = message_ids(value)
-        if ids:
-            mid = ids[0]
-            break
     date = None
-    for value in headers.get("date", ()):
-        date = header_date(value)
-        break
+    dated = False
+    for name, value in _IDENTITY_FIELDS.findall(text):
+        if "\n" in value:
+            value = value.replace("\r", "").replace("\n", "")  # unfold
+        if name[0] in "dD":
+            if not dated:
+                dated = True
+                date = header_date(value.strip())
+        elif mid is None:
+            ids = message_ids(value.strip())
+            if ids:
+                mid = ids[0]
     if mid:
         key = hashlib.sha256(mid.encode("utf-8", "surrogateescape")).hexdigest()
     else:  # the same bytes, whether read over IMAP (CRLF) or from a file (LF)
         key = hashlib.sha256(raw.replace(b"\r\n", b"\n")).hexdigest()
     return key, mid, date
+
+
+# --- one batch --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -194,7 +247,19 @@ class _Item:
     verdict: Classification | None = None
 
 
-def _ingest(ctx: _Context, batch: Batch, sr: SourceReport, report: SyncReport) -> None:
+@dataclass
+class _Prepared:
+    """A batch read, deduplicated against the database, and handed to the classifier."""
+
+    batch: Batch
+    read: int
+    fresh: list[_Item]
+    verdicts: Callable[[], list[Classification]]
+    size: int
+
+
+def _prepare(ctx: _Context, batch: Batch, seen: set[str], classifier: Classifier,
+             sr: SourceReport, report: SyncReport) -> _Prepared:
     items: list[_Item] = []
     for fetched in batch.messages:
         key, _mid, date = message_identity(fetched.raw)
@@ -202,49 +267,97 @@ def _ingest(ctx: _Context, batch: Batch, sr: SourceReport, report: SyncReport) -
         items.append(_Item(fetched, key, min(received, ctx.now)))
     sr.read += len(items)
     report.read += len(items)
-
     with ctx.db.sessions() as session:
-        known = store.known_keys(session, [i.key for i in items])
+        known = store.known_keys(session, [i.key for i in items if i.key not in seen])
     fresh: list[_Item] = []
-    seen: set[str] = set()
     for item in items:
         if item.key in known or item.key in seen:
             continue
         seen.add(item.key)
-        item.verdict = classify(item.fetched.raw, received=item.received)
         fresh.append(item)
+    verdicts = classifier.submit([(i.fetched.raw, i.received) for i in fresh])
+    return _Prepared(batch, len(items), fresh, verdicts, sum(len(i.fetched.raw) for i in items))
 
+
+def _apply(ctx: _Context, prepared: _Prepared, sr: SourceReport, report: SyncReport) -> None:
+    """Match, store and act on one batch in one transaction (with the IMAP position)."""
+    fresh = prepared.fresh
+    for item, verdict in zip(fresh, prepared.verdicts(), strict=True):
+        item.verdict = verdict
+    new = 0
     try:
         with ctx.db.sessions.begin() as session:
-            wanted = set()
-            for item in fresh:
-                v = item.verdict
-                wanted.update(v.in_reply_to)
-                wanted.update(v.original_message_ids)
-                if v.message_id:
-                    wanted.add(v.message_id)
-            ours = store.sends_by_message_id(session, wanted)
-            new = 0
-            events: list[dict] = []
-            for item in fresh:
-                new += _store_one(ctx, session, item, ours, report, events)
-            store.add_events(session, events)
-            if batch.position is not None:
-                p = batch.position
+            refs = _match_batch(ctx, session, fresh)
+            rows = [_row(item, ref) for item, (ref, _how) in zip(fresh, refs, strict=True)]
+            created = store.insert_inbound_many(session, rows)
+            acted = []
+            for item, (ref, how) in zip(fresh, refs, strict=True):
+                inbound_id = created.get(item.key)
+                if inbound_id is None:
+                    continue  # stored meanwhile (another daemon): its effects are that one's
+                new += 1
+                report.new += 1
+                report.kinds[str(item.verdict.kind)] += 1
+                if ref is None:
+                    report.unmatched += 1
+                else:
+                    report.matched += 1
+                    acted.append((item, ref, how, inbound_id))
+            _act_all(ctx, session, acted, report)
+            if prepared.batch.position is not None:
+                p = prepared.batch.position
                 store.save_position(session, p.mailbox, p.uidvalidity, p.last_uid)
     except SQLAlchemyError:
         log.exception("reply sync: a batch from %s failed; it will be read again", sr.source)
         raise
     sr.new += new
-    sr.duplicates += len(items) - new
-    report.duplicates += len(items) - new
+    sr.duplicates += prepared.read - new
+    report.duplicates += prepared.read - new
+
+
+def _match_batch(ctx: _Context, session, items: list[_Item]) -> list[tuple[store.SendRef | None, str | None]]:
+    """match() for every message of a batch, with one query for all the Message-IDs they name
+    and one for all the addresses the rest may be matched by."""
+    wanted: set[str] = set()
+    for item in items:
+        v = item.verdict
+        wanted.update(v.in_reply_to)
+        wanted.update(v.original_message_ids)
+        if v.message_id:
+            wanted.add(v.message_id)
+    ours = store.sends_by_message_id(session, wanted)
+    addresses: dict[str, list[datetime]] = {}
+    for item in items:
+        for address in _match_addresses(item.verdict, ours, ctx.own_addresses):
+            addresses.setdefault(address, []).append(item.received)
+    recent = store.RecentSends.load(session, addresses, MATCH_WINDOW, CLOCK_SLACK)
+    return [match(item.verdict, ours, recent, item.received, ctx.own_addresses) for item in items]
+
+
+def _match_addresses(v: Classification, ours, own_addresses: frozenset[str]) -> list[str]:
+    """The addresses match() will look up for this message (rules 3 and 4), if it gets there."""
+    if (v.from_addr and v.from_addr.lower() in own_addresses) or (
+        v.message_id and v.message_id in ours
+    ):
+        return []
+    if any(m in ours for m in v.in_reply_to) or any(m in ours for m in v.original_message_ids):
+        return []
+    complaint = v.kind == InboundKind.UNSUBSCRIBE and v.reason.startswith("ARF")
+    if v.kind == InboundKind.BOUNCE or complaint:
+        return _named(v)
+    return [v.from_addr.lower()] if v.from_addr else []
+
+
+def _named(v: Classification) -> list[str]:
+    return [a.lower() for a in (v.recipients or ((v.recipient,) if v.recipient else ()))]
 
 
 def match(
-    session, v: Classification, ours: Mapping[str, store.SendRef], received: datetime,
-    own_addresses: frozenset[str] = frozenset(),
+    v: Classification, ours: Mapping[str, store.SendRef], recent: store.RecentSends,
+    received: datetime, own_addresses: frozenset[str] = frozenset(),
 ) -> tuple[store.SendRef | None, str | None]:
-    """The send a message is about, and the rule that found it (see the module docstring)."""
+    """The send a message is about, and the rule that found it (see the module docstring).
+    `ours`: our sends by Message-ID; `recent`: recent sends by address (store.RecentSends)."""
     if (v.from_addr and v.from_addr.lower() in own_addresses) or (
         v.message_id and v.message_id in ours
     ):
@@ -257,24 +370,19 @@ def match(
             return ours[mid], "original message"
     complaint = v.kind == InboundKind.UNSUBSCRIBE and v.reason.startswith("ARF")
     if v.kind == InboundKind.BOUNCE or complaint:
-        named = [a.lower() for a in (v.recipients or ((v.recipient,) if v.recipient else ()))]
-        ref = store.recent_send_to(session, named, received, MATCH_WINDOW, CLOCK_SLACK)
+        ref = recent.latest(_named(v), received)
         return (ref, "failed recipient") if ref else (None, None)
     if v.from_addr:
-        ref = store.recent_send_to(
-            session, [v.from_addr.lower()], received, MATCH_WINDOW, CLOCK_SLACK
-        )
+        ref = recent.latest([v.from_addr.lower()], received)
         if ref is not None:
             return ref, "sender"
     return None, None
 
 
-def _store_one(ctx: _Context, session, item: _Item, ours, report: SyncReport,
-               events: list[dict]) -> int:
+def _row(item: _Item, ref: store.SendRef | None) -> dict:
     v = item.verdict
-    ref, how = match(session, v, ours, item.received, ctx.own_addresses)
     reason = v.reason + (f": {v.diagnostic}" if v.diagnostic else "")
-    row = {
+    return {
         "dedupe_key": item.key,
         "message_id": _clean(v.message_id, 250),
         "source": _clean(f"{item.fetched.source}#{item.fetched.uid}", 300),
@@ -292,42 +400,50 @@ def _store_one(ctx: _Context, session, item: _Item, ours, report: SyncReport,
         "campaign_id": ref.campaign_id if ref else None,
         "return_date": datetime.combine(v.return_date, time()) if v.return_date else None,
     }
-    inbound_id = store.insert_inbound(session, row)
-    if inbound_id is None:
-        return 0  # stored meanwhile (another daemon): its effects are that one's
-    report.new += 1
-    report.kinds[str(v.kind)] += 1
-    if ref is None:
-        report.unmatched += 1
-        return 1
-    report.matched += 1
-    event = _act(ctx, session, v, ref, how, inbound_id, item.received, report)
-    if event is not None:
-        events.append(event)
-    return 1
 
 
 # --- effects ----------------------------------------------------------------------------------
 
 
-def _act(ctx: _Context, session, v, ref: store.SendRef, how: str, inbound_id: int,
+def _needs_state(v: Classification) -> bool:
+    return v.kind in (InboundKind.REPLY, InboundKind.AUTO_REPLY, InboundKind.UNSUBSCRIBE) or (
+        v.kind == InboundKind.BOUNCE and v.bounce == "hard"
+    )
+
+
+def _act_all(ctx: _Context, session, acted: list[tuple[_Item, store.SendRef, str, int]],
+             report: SyncReport) -> None:
+    """The effects of a batch's newly stored, matched messages, in message order, written in
+    one go (store.Effects), with their audit events."""
+    touched = [ref for item, ref, _how, _id in acted if _needs_state(item.verdict)]
+    effects = store.Effects(
+        session, ctx.db, {ref.candidate_id for ref in touched}, {ref.email for ref in touched},
+        naive(ctx.now),
+    )
+    events: list[dict] = []
+    for item, ref, how, inbound_id in acted:
+        event = _act(ctx, effects, item.verdict, ref, how, inbound_id, item.received, report)
+        if event is not None:
+            events.append(event)
+    effects.flush(events)
+
+
+def _act(ctx: _Context, effects: store.Effects, v, ref: store.SendRef, how: str, inbound_id: int,
          received: datetime, report: SyncReport) -> dict | None:
     """Apply the effect of one newly stored, matched message; returns its audit event."""
-    stamp = naive(ctx.now)
+    stamp = effects.stamp
     detail: dict = {"inbound_id": inbound_id, "send_id": ref.send_id, "step": ref.step_id,
                     "matched_by": how}
     kind = str(v.kind)
     if v.kind == InboundKind.REPLY:
-        ended = store.end_on_reply(
-            session, ref.candidate_id, ctx.exit_when, DEFAULT_EXIT_WHEN, received, stamp
-        )
+        ended = effects.end_on_reply(ref.candidate_id, ctx.exit_when, DEFAULT_EXIT_WHEN, received)
         detail["ended"] = [c for _, c in ended]
         detail["action"] = "enrollments ended" if ended else "recorded"
         report.actions["enrollments exited"] += len(ended)
     elif v.kind == InboundKind.AUTO_REPLY:
         resume = resume_at(v, received, ref.timezone or ctx.settings.default_timezone,
                            ctx.settings.imap.away_default_days)
-        held = store.postpone(session, ref.candidate_id, resume, received, stamp)
+        held = effects.postpone(ref.candidate_id, resume, received)
         moved = [s for _, _, ids in held for s in ids]
         detail.update(
             action="paused", paused_until=resume.isoformat(), return_date=_iso(v.return_date),
@@ -336,9 +452,9 @@ def _act(ctx: _Context, session, v, ref: store.SendRef, how: str, inbound_id: in
         report.actions["sends postponed"] += len(moved)
     elif v.kind == InboundKind.BOUNCE and v.bounce == "hard":
         kind = "bounce_hard"
-        named = {a.lower() for a in (v.recipients or ((v.recipient,) if v.recipient else ()))}
+        named = set(_named(v))
         if not named or ref.email in named:
-            pool.suppress(session, ctx.db, ref.email, "bounced", ctx.now)
+            effects.suppress(ref.candidate_id, ref.email, "bounced")
             detail["action"] = "suppressed"
             report.actions["addresses suppressed"] += 1
         else:
@@ -352,8 +468,7 @@ def _act(ctx: _Context, session, v, ref: store.SendRef, how: str, inbound_id: in
     elif v.kind == InboundKind.UNSUBSCRIBE:
         complaint = v.reason.startswith("ARF")
         kind = "complaint" if complaint else "unsubscribe_request"
-        pool.suppress(session, ctx.db, ref.email, "complained" if complaint else "unsubscribed",
-                      ctx.now)
+        effects.suppress(ref.candidate_id, ref.email, "complained" if complaint else "unsubscribed")
         detail["action"] = "suppressed"
         report.actions["addresses suppressed"] += 1
     else:

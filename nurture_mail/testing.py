@@ -8,7 +8,9 @@ attempt number, or at random with a seed.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -17,6 +19,8 @@ from datetime import datetime
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*<[^>\r\n]*>", re.I | re.M)
 
 # A fault: an SMTP reply line such as "451 4.3.0 try later", or "drop" to cut the connection.
 Fault = str | None
@@ -64,9 +68,15 @@ class _Handler:
         fault = self._fault(server, "data", rcpt)
         if fault:
             return fault
+        data = bytes(envelope.content)
+        if not self.sink.keep_data:  # a long load run: keep the Message-ID line only
+            found = _MESSAGE_ID.search(data)
+            data = found.group(0) + b"\r\n\r\n" if found else b""
         with self.sink.lock:
             for r in envelope.rcpt_tos:
-                self.sink.received.append(Received(envelope.mail_from, r.lower(), bytes(envelope.content)))
+                self.sink.received.append(Received(envelope.mail_from, r.lower(), data))
+        if self.sink.delay:  # stored, the client still waiting: the window a crash test aims at
+            await asyncio.sleep(self.sink.delay)
         after = self._fault(server, "after_data", rcpt)
         if after:  # the message is stored, but the client never hears so: "unknown" for it
             return after
@@ -77,10 +87,15 @@ class _Handler:
 class SmtpSink:
     """A loopback SMTP server. `rule(stage, rcpt, attempt)` injects faults at the stages
     "mail" (keyed by the sender), "rcpt", "data" (after the data arrived, instead of storing it) and "after_data"
-    (stored, then the reply is replaced: "drop" = the connection dies after the data)."""
+    (stored, then the reply is replaced: "drop" = the connection dies after the data).
+    `delay` (seconds) holds every reply to DATA after the message is stored: the client
+    waits while the server already has the message (crash tests kill senders in that gap).
+    `keep_data=False` stores only each message's Message-ID header (load tests)."""
 
     host: str = "127.0.0.1"
     rule: FaultRule | None = None
+    delay: float = 0.0
+    keep_data: bool = True
     received: list[Received] = field(default_factory=list)
     attempts: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -88,3 +88,69 @@ def test_message_identity():
     assert a == message_identity(_msg(1, mid=False).replace(b"\n", b"\r\n"))[0]
     assert a != message_identity(_msg(2, mid=False))[0]
     assert message_identity(b"")[1] is None
+
+
+def _identity_by_full_parse(raw: bytes):
+    """The reference: every header field parsed, then the first Message-ID and Date."""
+    import hashlib
+
+    from nurture_mail.replies.parsing import header_date, message_ids, parse_headers, split_message
+
+    headers = parse_headers(split_message(raw)[0])
+    mid = next((ids[0] for v in headers.get("message-id", ()) if (ids := message_ids(v))), None)
+    dates = headers.get("date", ())
+    date = header_date(dates[0]) if dates else None
+    key = hashlib.sha256(mid.encode("utf-8", "surrogateescape") if mid else raw.replace(b"\r\n", b"\n")).hexdigest()
+    return key, mid, date
+
+
+IDENTITY_CASES = [
+    b"Message-ID: <a@x>\r\nDate: Mon, 1 Mar 2027 10:00:00 +0100\r\n\r\nbody",
+    b"message-id:\r\n <folded@x>\r\nDATE :  Tue, 2 Mar 2027 10:00:00 -0500\r\n\r\n",
+    b"X-Message-ID: <not@this>\nMessage-ID-Extra: <nor@this>\nMessage-ID: <this@one>\n\n",
+    b"Message-ID: no id here\nMessage-ID: <second@x>\nDate: garbage\nDate: Mon, 1 Mar 2027 10:00:00 +0000\n\n",
+    b"Subject: x\n References: <cont@x>\n Message-ID: <continuation@x>\n\nMessage-ID: <body@x>\n",
+    "Message-ID: <caf\u00e9@x>\nSubject: \u00e9\n\n".encode(),
+    "Me\u017f\u017fage-ID: <long-s@x>\n\n".encode(),
+    b"Message-ID: <latin\xe9@x>\n\n",
+    b"\n\n\nMessage-ID: <after-blank@x>\n\n",
+    b"",
+]
+
+
+@pytest.mark.parametrize("raw", IDENTITY_CASES)
+def test_fast_message_identity_equals_the_full_header_parse(raw):
+    assert message_identity(raw) == _identity_by_full_parse(raw)
+
+
+def test_fast_message_identity_on_the_corpus():
+    from .conftest import CORPUS
+
+    files = sorted(CORPUS.rglob("*.eml")) if CORPUS.is_dir() else []
+    if not files:
+        pytest.skip("corpus not found")
+    for path in files:
+        raw = path.read_bytes()
+        assert message_identity(raw) == _identity_by_full_parse(raw), path
+
+
+def test_fast_message_identity_on_generated_headers():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    names = st.sampled_from(["Message-ID", "message-id", "MESSAGE-ID ", "Date", "date", "X-Date",
+                             "Message-Id-X", "From", " Message-ID", "\tDate"])
+    values = st.one_of(
+        st.sampled_from(["<a@b>", " <c@d> <e@f>", "Mon, 1 Mar 2027 10:00:00 +0100", "junk", "",
+                         "\r\n <folded@x>", "\n\tMon, 1 Mar 2027 10:00:00 +0000"]),
+        st.text(max_size=40),
+    )
+    line_end = st.sampled_from(["\n", "\r\n"])
+
+    @settings(max_examples=400, derandomize=True, deadline=None)
+    @given(st.lists(st.tuples(names, values, line_end), max_size=8), st.binary(max_size=20))
+    def check(fields, tail):
+        raw = "".join(f"{n}:{v}{e}" for n, v, e in fields).encode("utf-8", "surrogatepass") + b"\n" + tail
+        assert message_identity(raw) == _identity_by_full_parse(raw)
+
+    check()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import mailbox
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -643,3 +644,102 @@ def test_cli_replies_sync_with_a_maildir_and_mbox(env, tmp_path, run_cli, monkey
                      "--mbox", str(tmp_path / "x.mbox"))
     assert result.exit_code == 0, result.stderr
     assert "2 new (2 other)" in result.output and "0 matched, 2 unmatched" in result.output
+
+
+# --- batches: effects in message order, classification in worker processes -------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 500])
+def test_effects_within_one_batch_apply_in_message_order(quick, tmp_path, batch_size):
+    """A batch is written set-at-a-time, but each message sees what the earlier ones did: the
+    same result whether the messages come one per batch or all in one."""
+    at = AFTER_FIRST + timedelta(hours=1)
+    berlin, tokyo, la = (sent_to(quick, a) for a in ("berlin@example.com", "tokyo@example.com", "la@example.com"))
+    la_pending = pending_of(quick, "la@example.com")
+    box = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (box / sub).mkdir(parents=True)
+    messages = [
+        human_reply(berlin, at),  # berlin: a reply, then a hard bounce
+        dsn("berlin@example.com", at + timedelta(minutes=1), original=berlin.message_id),
+        dsn("tokyo@example.com", at, original=tokyo.message_id),  # tokyo: a bounce, then a reply
+        human_reply(tokyo, at + timedelta(minutes=1)),
+        out_of_office(la, at, *OOO_CASES["en"][:2]),  # la: away, then a reply
+        human_reply(la, at + timedelta(minutes=2)),
+    ]
+    for n, raw in enumerate(messages):
+        (box / "new" / f"{n:03d}.eml").write_bytes(raw)
+    report = sync(quick, [MaildirInbox(box, batch_size=batch_size)], at + timedelta(minutes=5))
+    assert report.new == 6 and report.matched == 6
+    b, t, lae = (enrollment_of(quick, a) for a in ("berlin@example.com", "tokyo@example.com", "la@example.com"))
+    assert (b.state, b.exit_reason) == ("exited", "replied")
+    assert (t.state, t.exit_reason) == ("exited", "bounced")
+    assert (lae.state, lae.exit_reason) == ("exited", "replied")
+    assert lae.paused_until is not None  # the note paused it before the reply ended it
+    assert {(s.email, s.reason) for s in rows(quick, Suppression)} == {
+        ("berlin@example.com", "bounced"), ("tokyo@example.com", "bounced")}
+    [moved] = [s for s in quick.sends() if s.id == la_pending.id]
+    assert moved.state == "cancelled" and moved.reason == "replied" and moved.due_at > la_pending.due_at
+    for address in ("berlin@example.com", "tokyo@example.com"):
+        cid = sent_to(quick, address).candidate_id
+        assert all(s.state != "scheduled" for s in quick.sends() if s.candidate_id == cid)
+    events = Counter(e.kind for e in rows(quick, Event))
+    assert events["suppressed"] == 2 and events["bounce_hard"] == 2 and events["reply"] == 3
+    [tokyo_reply] = rows(quick, Event, Event.kind == "reply", Event.candidate_id == tokyo.candidate_id)
+    assert tokyo_reply.detail["ended"] == []  # the bounce had ended it already
+    # and a second sync acts on nothing
+    again = sync(quick, [MaildirInbox(box, batch_size=batch_size)], at + timedelta(minutes=6))
+    assert (again.new, again.duplicates) == (0, 6)
+    assert Counter(e.kind for e in rows(quick, Event)) == events
+
+
+def test_worker_processes_classify_exactly_as_this_process():
+    from nurture_mail.classify_pool import PARALLEL_MIN, Classifier, classify_many
+
+    from .conftest import CORPUS
+
+    files = sorted(CORPUS.rglob("*.eml"))[:60] if CORPUS.is_dir() else []
+    raws = [p.read_bytes() for p in files] or [newsletter(MON), dsn("x@example.com", MON)]
+    jobs = [(raws[n % len(raws)], MON + timedelta(minutes=n)) for n in range(max(PARALLEL_MIN, 150))]
+    with Classifier(2) as pooled:
+        verdicts = pooled.submit(jobs)()
+        assert pooled.pool is not None  # a backlog this size did go to the workers
+    assert verdicts == classify_many(jobs)
+    with Classifier(2) as few:
+        few.submit(jobs[:3])()
+        assert few.pool is None  # a few messages never start a process
+
+
+def test_a_large_maildir_backlog_is_the_same_with_and_without_workers(tmp_path, db_url, sink):
+    """Hundreds of messages (the pool starts) against the same sends: the same rows and events
+    whether classified here or in worker processes."""
+    results = []
+    for workers in (0, 2):
+        env = _sent_env(tmp_path / f"w{workers}", db_url if workers == 0 else
+                        f"sqlite:///{tmp_path / 'w2.db'}", sink)
+        try:
+            box = tmp_path / f"Maildir{workers}"
+            for sub in ("new", "cur", "tmp"):
+                (box / sub).mkdir(parents=True)
+            sends = {a: sent_to(env, a) for a in ("berlin@example.com", "tokyo@example.com",
+                                                   "la@example.com", "paris@example.com")}
+            at = AFTER_FIRST + timedelta(hours=1)
+            for n in range(240):
+                address = sorted(sends)[n % 4]
+                raw = [human_reply(sends[address], at, text=f"note {n}"), newsletter(at),
+                       out_of_office(sends[address], at, *OOO_CASES["de"][:2])][n % 3]
+                raw = raw.replace(b"Message-ID: <", f"Message-ID: <n{n}.".encode(), 1)
+                (box / "new" / f"{n:04d}.eml").write_bytes(raw)
+            db = env.db()
+            try:
+                report = sync_replies(env.settings(), db, now=at + timedelta(minutes=5),
+                                      exit_when=EXIT_ALL, sources=[MaildirInbox(box)], workers=workers)
+            finally:
+                db.dispose()
+            inbound = sorted((r.kind, r.from_addr, r.reply_text, r.subject) for r in rows(env, Inbound))
+            enrollments = sorted((e.state, e.exit_reason) for e in rows(env, Enrollment))
+            results.append((report.summary(), inbound, enrollments))
+        finally:
+            env.close()
+    assert results[0] == results[1]
+    assert results[0][0].startswith("240 read, 240 new")

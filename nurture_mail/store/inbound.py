@@ -1,8 +1,16 @@
 """Inbound mail in the database: sync positions, dedupe, matching look-ups and effects.
 
-Every statement the reply sync runs lives here. Effects are guarded so that they can only ever
-move things in one direction: an enrollment is exited once, a pending send is only ever
-postponed (never brought forward), a suppression is added once.
+Every statement the reply sync runs lives here, in SQLAlchemy Core on the table objects (no
+ORM-enabled updates in the hot path) and set-at-a-time: one statement per batch of messages for
+the dedupe insert, the Message-ID look-up, the address look-up, and each kind of effect.
+
+Effects are guarded so that they can only ever move things in one direction: an enrollment is
+exited once, a pending send is only ever postponed (never brought forward), a suppression is
+added once. `Effects` applies a batch's effects in message order against a snapshot of the
+candidates' enrollments and queued sends taken inside the batch's transaction, then writes
+them with one executemany per kind; each written statement keeps its guard (state still
+active / claimable), so a row another process changed meanwhile is left alone, exactly as
+the per-message statements did.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..models import (
@@ -22,12 +30,30 @@ from ..models import (
     Inbound,
     MailboxState,
     Send,
+    Suppression,
 )
-from .ledger import ACTIVE_ENROLLMENT, _insert, end_enrollment, naive
+from .ledger import ACTIVE_ENROLLMENT, _insert, naive
 
 # Sends that may have reached the recipient, so that mail about them can come back.
 DELIVERED_STATES = ("sent", "unknown")
-CHUNK = 500
+CHUNK = 500  # ids per IN (...) list: well under SQLite's and psycopg's parameter limits
+
+_INBOUND = Inbound.__table__
+_SENDS = Send.__table__
+_ENROLLMENTS = Enrollment.__table__
+_CANDIDATES = Candidate.__table__
+_EVENTS = Event.__table__
+_SUPPRESSIONS = Suppression.__table__
+
+
+def _one_of(column, values: Sequence[str]):
+    """column IN (...) as plain comparisons: an expanding IN cannot go in an executemany."""
+    return or_(*(column == v for v in values))
+
+
+def _chunks(items: Sequence, size: int = CHUNK):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 # --- positions --------------------------------------------------------------------------------
@@ -58,32 +84,43 @@ def save_position(session: Session, mailbox: str, uidvalidity: int, last_uid: in
 
 def known_keys(session: Session, keys: Iterable[str]) -> set[str]:
     keys = list(dict.fromkeys(keys))
+    conn = session.connection()
     found: set[str] = set()
-    for start in range(0, len(keys), CHUNK):
+    for chunk in _chunks(keys):
         found.update(
-            session.execute(
-                select(Inbound.dedupe_key).where(Inbound.dedupe_key.in_(keys[start : start + CHUNK]))
-            ).scalars()
+            conn.execute(select(_INBOUND.c.dedupe_key).where(_INBOUND.c.dedupe_key.in_(chunk))).scalars()
         )
     return found
 
 
 _INSERTS: dict[str, object] = {}
+INBOUND_COLUMNS = tuple(c.name for c in _INBOUND.columns if c.name != "id")
 
 
-def insert_inbound(session: Session, row: dict) -> int | None:
-    """INSERT ... ON CONFLICT DO NOTHING: the new row's id, or None when it was already there
-    (stored earlier, or by another daemon a moment ago). `row` has every column but `id`."""
+def insert_inbound_many(session: Session, rows: Sequence[dict]) -> dict[str, int]:
+    """INSERT ... ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key for a batch of
+    rows (every column but `id`, distinct dedupe keys), as multi-row statements of a few
+    hundred rows each. Returns {dedupe key: new id} for the rows this call created; a key
+    absent from the answer was stored before (or by another daemon a moment ago), and its
+    effects are that earlier insert's."""
+    if not rows:
+        return {}
     dialect = session.get_bind().dialect.name
     stmt = _INSERTS.get(dialect)
     if stmt is None:  # built once: constructing the statement costs more than running it
         stmt = _INSERTS[dialect] = (
-            _insert(session, Inbound.__table__)
-            .values({c.name: bindparam(c.name) for c in Inbound.__table__.columns if c.name != "id"})
+            _insert(session, _INBOUND)
             .on_conflict_do_nothing(index_elements=["dedupe_key"])
-            .returning(Inbound.id)
+            .returning(_INBOUND.c.id, _INBOUND.c.dedupe_key)
         )
-    return session.execute(stmt, row).scalar()
+    conn = session.connection()
+    created: dict[str, int] = {}
+    for chunk in _chunks(rows, 250):
+        # executemany + RETURNING: SQLAlchemy's "insertmanyvalues" sends one multi-row
+        # INSERT ... VALUES (...), (...) per chunk and gathers the returned rows.
+        for new_id, key in conn.execute(stmt, list(chunk)):
+            created[key] = new_id
+    return created
 
 
 # --- matching ---------------------------------------------------------------------------------
@@ -104,152 +141,307 @@ class SendRef:
     sent_at: datetime | None  # naive UTC
 
 
-def _send_columns():
-    return (
-        Send.id,
-        Send.enrollment_id,
-        Send.campaign_id,
-        Send.step_id,
-        Send.candidate_id,
-        Candidate.email,
-        Candidate.timezone,
-        Send.message_id,
-        func.coalesce(Send.sent_at, Send.updated_at),
-    )
+_SENT_AT = func.coalesce(_SENDS.c.sent_at, _SENDS.c.updated_at)
+_SEND_COLUMNS = (
+    _SENDS.c.id,
+    _SENDS.c.enrollment_id,
+    _SENDS.c.campaign_id,
+    _SENDS.c.step_id,
+    _SENDS.c.candidate_id,
+    _CANDIDATES.c.email,
+    _CANDIDATES.c.timezone,
+    _SENDS.c.message_id,
+    _SENT_AT,
+)
+_SENDS_WITH_CANDIDATE = _SENDS.join(_CANDIDATES, _CANDIDATES.c.id == _SENDS.c.candidate_id)
+
+_BY_MESSAGE_ID = (
+    select(*_SEND_COLUMNS)
+    .select_from(_SENDS_WITH_CANDIDATE)
+    .where(_SENDS.c.message_id.in_(bindparam("ids", expanding=True)))
+)
 
 
 def sends_by_message_id(session: Session, message_ids: Iterable[str]) -> dict[str, SendRef]:
     """Ledger rows whose Message-ID is one of these (ids are stored without angle brackets)."""
     ids = list(dict.fromkeys(i for i in message_ids if i))
+    conn = session.connection()
     out: dict[str, SendRef] = {}
-    for start in range(0, len(ids), CHUNK):
-        rows = session.execute(
-            select(*_send_columns())
-            .join(Candidate, Candidate.id == Send.candidate_id)
-            .where(Send.message_id.in_(ids[start : start + CHUNK]))
-        ).all()
-        for r in rows:
+    for chunk in _chunks(ids):
+        for r in conn.execute(_BY_MESSAGE_ID, {"ids": list(chunk)}):
             out[r[7]] = SendRef(*r)
     return out
 
 
-def _recent_send_query():
-    sent = func.coalesce(Send.sent_at, Send.updated_at)
-    return (
-        select(*_send_columns())
-        .join(Candidate, Candidate.id == Send.candidate_id)
-        .where(
-            Candidate.email.in_(bindparam("addresses", expanding=True)),
-            Send.state.in_(DELIVERED_STATES),
-            sent >= bindparam("low"),
-            sent <= bindparam("high"),
-        )
-        .order_by(sent.desc(), Send.id.desc())
-        .limit(1)
+_BY_ADDRESS = (
+    select(*_SEND_COLUMNS)
+    .select_from(_SENDS_WITH_CANDIDATE)
+    .where(
+        _CANDIDATES.c.email.in_(bindparam("addresses", expanding=True)),
+        _SENDS.c.state.in_(DELIVERED_STATES),
+        _SENT_AT.between(bindparam("low"), bindparam("high")),
     )
+)
 
 
-_RECENT_SEND = _recent_send_query()
+class RecentSends:
+    """Sends that may have reached some addresses, fetched once for a whole batch of
+    messages (one query per few hundred addresses, over the union of their windows); then
+    `latest(addresses, received)` answers each message from memory."""
 
+    def __init__(self, by_address: Mapping[str, list[SendRef]], window: timedelta, slack: timedelta):
+        self.by_address = by_address
+        self.window = window
+        self.slack = slack
 
-def recent_send_to(
-    session: Session, addresses: Sequence[str], received: datetime, window: timedelta, slack: timedelta
-) -> SendRef | None:
-    """The latest send that may have reached one of these addresses within `window` before
-    `received` (plus `slack` for clocks that disagree)."""
-    if not addresses:
-        return None
-    at = naive(received)
-    row = session.execute(
-        _RECENT_SEND, {"addresses": list(addresses), "low": at - window, "high": at + slack}
-    ).first()
-    return SendRef(*row) if row else None
+    @classmethod
+    def load(
+        cls, session: Session, wanted: Mapping[str, Sequence[datetime]],
+        window: timedelta, slack: timedelta,
+    ) -> RecentSends:
+        """`wanted`: address (lower-case) -> the arrival times of the messages naming it."""
+        by_address: dict[str, list[SendRef]] = {}
+        if wanted:
+            times = [naive(t) for ts in wanted.values() for t in ts]
+            low, high = min(times) - window, max(times) + slack
+            conn = session.connection()
+            for chunk in _chunks(sorted(wanted)):
+                for r in conn.execute(_BY_ADDRESS, {"addresses": list(chunk), "low": low, "high": high}):
+                    by_address.setdefault(r[5], []).append(SendRef(*r))
+            for refs in by_address.values():
+                refs.sort(key=lambda ref: (ref.sent_at, ref.send_id), reverse=True)
+        return cls(by_address, window, slack)
+
+    def latest(self, addresses: Sequence[str], received: datetime) -> SendRef | None:
+        """The latest send that may have reached one of these addresses within `window`
+        before `received` (plus `slack` for clocks that disagree); ties: the higher id."""
+        at = naive(received)
+        low, high = at - self.window, at + self.slack
+        best = None
+        for address in addresses:
+            for ref in self.by_address.get(address, ()):
+                if ref.sent_at > high:
+                    continue
+                if ref.sent_at >= low and (best is None or (ref.sent_at, ref.send_id) > (best.sent_at, best.send_id)):
+                    best = ref
+                break  # sorted newest first: the first in range is this address's latest
+        return best
 
 
 # --- effects ----------------------------------------------------------------------------------
 
-# The candidate's active enrollments that began before the message arrived.
-_ACTIVE_ENROLLMENTS = select(Enrollment.id, Enrollment.campaign_id, Enrollment.paused_until).where(
-    Enrollment.candidate_id == bindparam("candidate"),
-    Enrollment.state.in_(ACTIVE_ENROLLMENT),
-    Enrollment.enrolled_at <= bindparam("received"),
+
+@dataclass
+class _Enrollment:
+    id: int
+    candidate_id: int
+    campaign_id: str
+    paused_until: datetime | None
+    enrolled_at: datetime
+
+
+_ACTIVE_OF = select(
+    _ENROLLMENTS.c.id, _ENROLLMENTS.c.candidate_id, _ENROLLMENTS.c.campaign_id,
+    _ENROLLMENTS.c.paused_until, _ENROLLMENTS.c.enrolled_at,
+).where(
+    _ENROLLMENTS.c.candidate_id.in_(bindparam("candidates", expanding=True)),
+    _ENROLLMENTS.c.state.in_(ACTIVE_ENROLLMENT),
+).order_by(_ENROLLMENTS.c.id)
+
+_QUEUED_OF = select(_SENDS.c.id, _SENDS.c.enrollment_id, _SENDS.c.due_at).where(
+    _SENDS.c.candidate_id.in_(bindparam("candidates", expanding=True)),
+    _SENDS.c.state.in_(CLAIMABLE_STATES),
+).order_by(_SENDS.c.id)
+
+_SUPPRESSED = select(_SUPPRESSIONS.c.email_hash).where(
+    _SUPPRESSIONS.c.email_hash.in_(bindparam("hashes", expanding=True))
 )
 
-
-def end_on_reply(
-    session: Session,
-    candidate_id: int,
-    exit_when: Mapping[str, frozenset[str]],
-    default: frozenset[str],
-    received: datetime,
-    stamp: datetime,
-) -> list[tuple[int, str]]:
-    """Exit the candidate's active enrollments whose campaign exits on `replied` and that began
-    before the reply arrived. Returns (enrollment id, campaign id) of those ended."""
-    rows = session.execute(
-        _ACTIVE_ENROLLMENTS, {"candidate": candidate_id, "received": naive(received)}
-    ).all()
-    ended = []
-    for enrollment_id, campaign_id, _paused in rows:
-        if "replied" in exit_when.get(campaign_id, default):
-            end_enrollment(session, enrollment_id, "replied", stamp)
-            ended.append((enrollment_id, campaign_id))
-    return ended
-
-
-def postpone(
-    session: Session, candidate_id: int, resume_at: datetime, received: datetime, stamp: datetime
-) -> list[tuple[int, str, list[int]]]:
-    """Out of office: hold the candidate's active enrollments until `resume_at` (stored in
-    `paused_until` for the record) and move their queued sends that fall due before it.
-    Claimed rows are in flight and left alone. Returns (enrollment, campaign, moved send ids)."""
-    until = naive(resume_at)
-    rows = session.execute(
-        _ACTIVE_ENROLLMENTS, {"candidate": candidate_id, "received": naive(received)}
-    ).all()
-    out = []
-    for enrollment_id, campaign_id, paused in rows:
-        if paused is None or paused < until:
-            session.execute(
-                update(Enrollment).where(Enrollment.id == enrollment_id).values(paused_until=until)
-            )
-        moved = _push_back(session, Send.enrollment_id == enrollment_id, until, stamp)
-        out.append((enrollment_id, campaign_id, moved))
-    return out
-
-
-def _push_back(session: Session, which, until: datetime, stamp: datetime) -> list[int]:
-    ids = list(
-        session.execute(
-            select(Send.id).where(which, Send.state.in_(CLAIMABLE_STATES), Send.due_at < until)
-        ).scalars()
+_PAUSE = (
+    update(_ENROLLMENTS)
+    .where(
+        _ENROLLMENTS.c.id == bindparam("e_id"),
+        (_ENROLLMENTS.c.paused_until.is_(None)) | (_ENROLLMENTS.c.paused_until < bindparam("until")),
     )
-    if ids:
-        session.execute(
-            update(Send)
-            .where(Send.id.in_(ids), Send.state.in_(CLAIMABLE_STATES))
-            .values(due_at=until, updated_at=stamp)
-        )
-    return ids
+    .values(paused_until=bindparam("until"))
+)
+_POSTPONE = (
+    update(_SENDS)
+    .where(
+        _SENDS.c.id == bindparam("s_id"),
+        _one_of(_SENDS.c.state, CLAIMABLE_STATES),
+        _SENDS.c.due_at < bindparam("until"),
+    )
+    .values(due_at=bindparam("until"), updated_at=bindparam("stamp"))
+)
+_EXIT_ENROLLMENT = (
+    update(_ENROLLMENTS)
+    .where(_ENROLLMENTS.c.id == bindparam("e_id"), _one_of(_ENROLLMENTS.c.state, ACTIVE_ENROLLMENT))
+    .values(state="exited", exit_reason=bindparam("why"), exited_at=bindparam("stamp"), needs_next=False)
+)
+_CANCEL_ENROLLMENT_SENDS = (
+    update(_SENDS)
+    .where(_SENDS.c.enrollment_id == bindparam("e_id"), _one_of(_SENDS.c.state, CLAIMABLE_STATES))
+    .values(state="cancelled", reason=bindparam("why"), updated_at=bindparam("stamp"))
+)
+# A suppression ends every enrollment of the candidate (ledger.end_enrollments, per candidate).
+_EXIT_CANDIDATE = (
+    update(_ENROLLMENTS)
+    .where(_ENROLLMENTS.c.candidate_id == bindparam("c_id"), _one_of(_ENROLLMENTS.c.state, ACTIVE_ENROLLMENT))
+    .values(state="exited", exit_reason=bindparam("why"), exited_at=bindparam("stamp"), needs_next=False)
+)
+_CANCEL_CANDIDATE_SENDS = (
+    update(_SENDS)
+    .where(_SENDS.c.candidate_id == bindparam("c_id"), _one_of(_SENDS.c.state, CLAIMABLE_STATES))
+    .values(state="cancelled", reason=bindparam("why"), updated_at=bindparam("stamp"))
+)
+
+# pool.suppress: the exit reason of the enrollments a suppression ends.
+SUPPRESSION_EXIT_REASON = {"bounced": "bounced", "complained": "unsubscribed"}
+
+
+class Effects:
+    """The effects of one batch of new, matched messages, applied in message order to a
+    snapshot of the candidates' active enrollments and queued sends, written by `flush()`.
+
+    The writes are ordered so that the result equals applying each message's statements one
+    after the other: postponements first, then exits of single enrollments (replies), then
+    exits of whole candidates (suppressions). A later message never sees what an earlier one
+    ended or cancelled, because the snapshot is updated as each message is applied.
+    """
+
+    def __init__(self, session: Session, db, candidate_ids: Iterable[int], emails: Iterable[str],
+                 stamp: datetime):
+        self.session = session
+        self.conn = session.connection()
+        self.db = db
+        self.stamp = stamp
+        self.active: dict[int, list[_Enrollment]] = {}
+        self.queued: dict[int, list[list]] = {}  # enrollment -> [[send id, due_at], ...]
+        ids = sorted(set(candidate_ids))
+        for chunk in _chunks(ids):
+            for row in self.conn.execute(_ACTIVE_OF, {"candidates": list(chunk)}):
+                self.active.setdefault(row.candidate_id, []).append(_Enrollment(*row))
+            for send_id, enrollment_id, due_at in self.conn.execute(_QUEUED_OF, {"candidates": list(chunk)}):
+                self.queued.setdefault(enrollment_id, []).append([send_id, due_at])
+        hashes = sorted({db.email_hash(e) for e in emails})
+        self.suppressed: set[str] = set()
+        for chunk in _chunks(hashes):
+            self.suppressed.update(self.conn.execute(_SUPPRESSED, {"hashes": list(chunk)}).scalars())
+        self._pause: dict[int, datetime] = {}
+        self._postpone: dict[int, datetime] = {}
+        self._exit_enrollment: list[dict] = []
+        self._exit_candidate: list[dict] = []
+        self._suppress: list[dict] = []
+        self.events: list[dict] = []
+
+    def _started_before(self, candidate_id: int, received: datetime) -> list[_Enrollment]:
+        at = naive(received)
+        return [e for e in self.active.get(candidate_id, ()) if e.enrolled_at <= at]
+
+    def end_on_reply(
+        self, candidate_id: int, exit_when: Mapping[str, frozenset[str]], default: frozenset[str],
+        received: datetime,
+    ) -> list[tuple[int, str]]:
+        """Exit the candidate's active enrollments whose campaign exits on `replied` and that
+        began before the reply arrived. Returns (enrollment id, campaign id) of those ended."""
+        ended = []
+        for e in self._started_before(candidate_id, received):
+            if "replied" in exit_when.get(e.campaign_id, default):
+                self.active[candidate_id].remove(e)
+                self.queued.pop(e.id, None)
+                self._exit_enrollment.append({"e_id": e.id, "why": "replied", "stamp": self.stamp})
+                ended.append((e.id, e.campaign_id))
+        return ended
+
+    def postpone(
+        self, candidate_id: int, resume_at: datetime, received: datetime
+    ) -> list[tuple[int, str, list[int]]]:
+        """Out of office: hold the candidate's active enrollments (that began before the note)
+        until `resume_at`, stored in `paused_until` for the record, and move their queued
+        sends that fall due before it. Claimed rows are in flight and left alone.
+        Returns (enrollment, campaign, moved send ids)."""
+        until = naive(resume_at)
+        out = []
+        for e in self._started_before(candidate_id, received):
+            if e.paused_until is None or e.paused_until < until:
+                e.paused_until = until
+                self._pause[e.id] = until
+            moved = []
+            for send in self.queued.get(e.id, ()):
+                if send[1] < until:
+                    send[1] = until
+                    self._postpone[send[0]] = until
+                    moved.append(send[0])
+            out.append((e.id, e.campaign_id, moved))
+        return out
+
+    def suppress(self, candidate_id: int, email: str, reason: str) -> bool:
+        """pool.suppress for a candidate we matched: add the address to the suppression list
+        (once), end all its enrollments and cancel its queued sends, and record a
+        "suppressed" event. True if the address was not suppressed before."""
+        key = self.db.email_hash(email)
+        new = key not in self.suppressed
+        if new:
+            self.suppressed.add(key)
+            self._suppress.append(
+                {"email_hash": key, "email": email, "reason": reason, "created_at": self.stamp}
+            )
+        why = SUPPRESSION_EXIT_REASON.get(reason, reason)
+        for e in self.active.pop(candidate_id, ()):
+            self.queued.pop(e.id, None)
+        self._exit_candidate.append({"c_id": candidate_id, "why": why, "stamp": self.stamp})
+        self.events.append(event_row("suppressed", self.stamp, candidate_id=candidate_id,
+                                     campaign_id=None, detail={"reason": reason}))
+        return new
+
+    def flush(self, extra_events: Sequence[dict] = ()) -> None:
+        conn = self.conn
+        if self._suppress:
+            stmt = _insert(self.session, _SUPPRESSIONS).on_conflict_do_nothing(index_elements=["email_hash"])
+            conn.execute(stmt, self._suppress)
+        if self._pause:
+            conn.execute(_PAUSE, [{"e_id": k, "until": v} for k, v in self._pause.items()])
+        if self._postpone:
+            conn.execute(
+                _POSTPONE, [{"s_id": k, "until": v, "stamp": self.stamp} for k, v in self._postpone.items()]
+            )
+        if self._exit_enrollment:
+            conn.execute(_EXIT_ENROLLMENT, self._exit_enrollment)
+            conn.execute(_CANCEL_ENROLLMENT_SENDS, self._exit_enrollment)
+        if self._exit_candidate:
+            conn.execute(_EXIT_CANDIDATE, self._exit_candidate)
+            conn.execute(_CANCEL_CANDIDATE_SENDS, self._exit_candidate)
+        add_events(self.session, [*self.events, *extra_events])
+
+
+_HELD = (
+    select(_ENROLLMENTS.c.paused_until)
+    .where(_ENROLLMENTS.c.id == _SENDS.c.enrollment_id)
+    .scalar_subquery()
+)
 
 
 def hold_paused(session: Session, now: datetime) -> int:
     """Keep sends queued after an out-of-office arrived (the next step is often placed in the
-    ledger only after the note came in) behind their enrollment's `paused_until`."""
+    ledger only after the note came in) behind their enrollment's `paused_until`: one
+    statement for all of them."""
     at = naive(now)
-    paused = session.execute(
-        select(Enrollment.id, Enrollment.paused_until).where(
-            Enrollment.paused_until > at, Enrollment.state == "active"
-        )
-    ).all()
-    moved = 0
-    for enrollment_id, until in paused:
-        moved += len(
-            _push_back(
-                session, and_(Send.enrollment_id == enrollment_id), until, at
+    paused = select(_ENROLLMENTS.c.id).where(
+        _ENROLLMENTS.c.paused_until > at, _ENROLLMENTS.c.state == "active"
+    )
+    result = session.connection().execute(
+        update(_SENDS)
+        .where(
+            and_(
+                _SENDS.c.enrollment_id.in_(paused),
+                _SENDS.c.state.in_(CLAIMABLE_STATES),
+                _SENDS.c.due_at < _HELD,
             )
         )
-    return moved
+        .values(due_at=_HELD, updated_at=at)
+    )
+    return result.rowcount
 
 
 def event_row(
@@ -259,10 +451,10 @@ def event_row(
             "detail": detail}
 
 
-def add_events(session: Session, rows: list[dict]) -> None:
+def add_events(session: Session, rows: Sequence[dict]) -> None:
     """Audit events, in one executemany."""
     if rows:
-        session.execute(insert(Event.__table__), rows)
+        session.connection().execute(_EVENTS.insert(), list(rows))
 
 
 def candidate_email(session: Session, candidate_id: int) -> str | None:
