@@ -46,7 +46,7 @@ def parse_timezone(value: object) -> str:
         try:
             zoneinfo.ZoneInfo(value)
             return value
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: name too long
             pass
         hint = suggest(value, _zone_names() + ("candidate",))
         raise ValueError(f"unknown timezone {value!r}{hint}")

@@ -149,7 +149,7 @@ class NodeReader:
 
     def text(self, node: yaml.Node, name: str) -> str | None:
         value = self.value(node)
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or not value.strip() or "\x00" in value:
             self.fail(node, f"{name!r} must be text, got {describe(value)}")
             return None
         return value
@@ -158,7 +158,7 @@ class NodeReader:
         """One text or a list of texts."""
         value = self.value(node)
         items = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, str) and v.strip() for v in items):
+        if not all(isinstance(v, str) and v.strip() and "\x00" not in v for v in items):
             self.fail(node, f"{name!r} must be a text or a list of texts, got {describe(value)}")
             return None
         return tuple(items)  # type: ignore[arg-type]

@@ -417,6 +417,8 @@ class _CampaignParser:
     def _step(self, node: yaml.Node, number: int) -> Step | None:
         r = self.r
         raw_id = r.value(peek(node, "id")) if peek(node, "id") is not None else None
+        if isinstance(raw_id, list | dict):
+            raw_id = None  # only ever an error; and an alias chain could be huge to print
         label = f"step {raw_id!r}" if isinstance(raw_id, str) and raw_id else f"step {number}"
         keys = r.mapping(node, label, _STEP_KEYS, f"steps.{raw_id or number}.")
         if keys is None:
@@ -470,6 +472,8 @@ class _CampaignParser:
         first_line: dict[str, int] = {}
         for number, item in enumerate(items, start=1):
             raw_id = r.value(peek(item, "id")) if peek(item, "id") is not None else None
+            if isinstance(raw_id, list | dict):
+                raw_id = None  # as in _step
             label = f"variant {raw_id!r}" if isinstance(raw_id, str) else f"variant {number}"
             path = f"{step_path}variants.{raw_id or number}."
             keys = r.mapping(item, f"{label} of {step_label}", _VARIANT_KEYS, path)

@@ -35,6 +35,9 @@ BUILTIN_FIELDS = (
 RESERVED = ("created_at", "updated_at", "id", "token_key", "attributes", "suppressed")
 TEXT_FIELDS = ("first_name", "last_name", "full_name", "owner", "role", "stage_reached", "source")
 MAX_FIELD = 10_000  # characters; anything longer is a broken export, not a name
+# The sizes of the database columns (models.Candidate, CandidateTag): PostgreSQL refuses longer.
+FIELD_LIMITS = {"first_name": 200, "last_name": 200, "full_name": 400, "owner": 200, "role": 200,
+                "stage_reached": 100, "source": 200, "timezone": 64, "tag": 100}
 _STATUS = re.compile(r"^[a-z][a-z0-9_-]{0,49}$")
 _ATTRIBUTE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _NUMBER = re.compile(r"^-?(0|[1-9]\d{0,14})(\.\d{1,10})?$")
@@ -99,7 +102,9 @@ def parse_tags(value: object) -> tuple[str, ...]:
     items = value if isinstance(value, list) else str(value).split(";")
     tags = []
     for item in items:
-        tag = str(item).strip().lower()
+        tag = _CONTROL.sub("", str(item)).strip().lower()
+        if len(tag) > FIELD_LIMITS["tag"]:
+            raise RowError(f"tag {tag[:20]!r}... is too long (the limit is {FIELD_LIMITS['tag']} characters)")
         if tag and tag not in tags:
             tags.append(tag)
     return tuple(tags)
@@ -121,12 +126,25 @@ def coerce_attribute(value: object) -> object:
     return text
 
 
+def _without_controls(value: object) -> object:
+    """Control characters dropped inside JSON lists and objects too (PostgreSQL's JSONB
+    refuses NUL, and no template or rule wants them)."""
+    if isinstance(value, str):
+        return _CONTROL.sub("", value)
+    if isinstance(value, list):
+        return [_without_controls(v) for v in value]
+    if isinstance(value, dict):
+        return {_CONTROL.sub("", str(k)): _without_controls(v) for k, v in value.items()}
+    return value
+
+
 def _clean_text(name: str, value: object) -> str | None:
     if value is None:
         return None
     text = _CONTROL.sub("", str(value)).strip()
-    if len(text) > MAX_FIELD:
-        raise RowError(f"{name} is too long ({len(text)} characters; the limit is {MAX_FIELD})")
+    limit = FIELD_LIMITS.get(name, MAX_FIELD)
+    if len(text) > limit:
+        raise RowError(f"{name} is too long ({len(text)} characters; the limit is {limit})")
     return text or None
 
 
@@ -162,7 +180,7 @@ def record_from_row(
     if tz:
         try:
             ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
             raise RowError(f"unknown timezone {tz!r} (use an IANA name such as Europe/Berlin)") from None
         fields["timezone"] = tz
 
@@ -178,7 +196,7 @@ def record_from_row(
     if "full_name" not in fields and ("first_name" in fields or "last_name" in fields):
         fields["full_name"] = " ".join(
             str(fields[k]) for k in ("first_name", "last_name") if k in fields
-        )
+        )[: FIELD_LIMITS["full_name"]]
 
     attributes: dict[str, object] = {}
     for name, value in row.items():
@@ -198,7 +216,7 @@ def record_from_row(
                 continue
         if value is None:
             continue
-        attributes[name] = coerce_attribute(value)
+        attributes[name] = coerce_attribute(_without_controls(value))
 
     tags = parse_tags(row.get("tags"))
     for tag in extra_tags:

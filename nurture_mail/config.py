@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -38,7 +38,10 @@ def mask_url(url: str | None) -> str | None:
     """The URL with its password replaced by ***, for display."""
     if not url:
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed "[": show nothing of it rather than fail
+        return "<malformed URL>"
     if parts.password is None:
         return url
     netloc = parts.netloc.rsplit("@", 1)
@@ -197,6 +200,8 @@ def _read_toml(path: Path) -> dict:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     for section, values in data.items():
@@ -255,6 +260,9 @@ def load_settings(
             clock = parse_instant(now_text)
         except ValueError as exc:
             raise ConfigError(f"--now: {exc}") from None
+        # Plans, waits and windows add up to a century or so to now: keep clear of year 9999.
+        if not datetime(1900, 1, 1, tzinfo=UTC) <= clock < datetime(2200, 1, 1, tzinfo=UTC):
+            raise ConfigError(f"--now: {now_text!r} is out of range (years 1900 to 2199)")
 
     smtp = values["smtp"]
     if smtp["starttls"] not in ("required", "off"):
@@ -269,7 +277,10 @@ def load_settings(
         raise ConfigError(f"[sender] from must be an address like 'Dana <dana@talent.example>', got {sender_from!r}")
 
     base_url = values["unsubscribe"]["base_url"]
-    base_parts = urlsplit(base_url)
+    try:
+        base_parts = urlsplit(base_url)
+    except ValueError as exc:
+        raise ConfigError(f"[unsubscribe] base_url {base_url!r}: {exc}") from None
     if base_parts.scheme != "https" and not (
         base_parts.scheme == "http" and base_parts.hostname in ("localhost", "127.0.0.1", "::1")
     ):
@@ -280,7 +291,7 @@ def load_settings(
     tz = values["defaults"]["timezone"]
     try:
         ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
         raise ConfigError(f"[defaults] timezone: unknown time zone {tz!r}") from None
 
     company = values["company"]

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 _DURATION = re.compile(r"^\s*(\d{1,6})\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+MAX_DURATION = timedelta(weeks=5200)
 
 
 def parse_duration(value: object) -> timedelta:
@@ -22,7 +23,10 @@ def parse_duration(value: object) -> timedelta:
     m = _DURATION.match(value)
     if not m:
         raise ValueError(f"bad duration {value!r}: expected a number and a unit, e.g. 2d, 12h, 30m, 3w")
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    delta = timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    if delta > MAX_DURATION:  # 999999w would push due dates past year 9999 (OverflowError)
+        raise ValueError(f"duration {value.strip()!r} is too long: at most 100 years (5200w)")
+    return delta
 
 
 def parse_instant(value: str) -> datetime:
@@ -41,7 +45,10 @@ def parse_instant(value: str) -> datetime:
         ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first representable instant
+        raise ValueError(f"time {value!r} is out of range") from None
 
 
 def resolve_moment(value: object, now: datetime) -> datetime:

@@ -108,7 +108,12 @@ def read_csv(
         if first is None or not first.strip():
             raise ImportFileError(str(path), 1, "the file is empty: expected a header row with an email column")
         delimiter = ";" if first.count(";") > first.count(",") else ","
-        header = next(csv.reader([first], delimiter=delimiter))
+        try:
+            header = next(csv.reader([first], delimiter=delimiter))
+        except csv.Error as exc:  # e.g. a bare CR inside the line (old Mac line ends, UTF-16)
+            raise ImportFileError(
+                str(path), 1, f"unreadable header row: {exc}; save the file as CSV UTF-8"
+            ) from None
         columns = [mapping.get(column_key(h), column_key(h)) for h in header]
         _check_header(path, columns)
         reader = csv.reader(_chain(first, stream), delimiter=delimiter)

@@ -254,6 +254,8 @@ def _scalar(field: str, op: str, value: object, *, text_only: bool) -> object:
             f"{op!r} on {field!r} needs a single value (text, number or true/false), "
             f"got {describe(value)}{extra}"
         )
+    if isinstance(value, str) and "\x00" in value:  # PostgreSQL refuses NUL in a parameter
+        raise ValueError(f"{op!r} on {field!r}: text with a NUL character (\\0) can never match")
     if text_only:
         if isinstance(value, bool):
             return "true" if value else "false"

@@ -110,13 +110,17 @@ class SmtpTarget:
 
 
 def parse_smtp_url(url: str, starttls: str) -> SmtpTarget:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # an unclosed "[" or a port that is no number (no password shown)
+        raise ConfigError(f"[smtp] url: {exc}") from None
     if parts.scheme not in ("smtp", "smtps"):
         raise ConfigError(f"[smtp] url must start with smtp:// or smtps://, got {parts.scheme or '?'}://")
     if not parts.hostname:
         raise ConfigError("[smtp] url has no host")
     implicit = parts.scheme == "smtps"
-    port = parts.port or (465 if implicit else 587)
+    port = port or (465 if implicit else 587)
     use_starttls = not implicit and starttls == "required"
     if not implicit and not use_starttls and parts.hostname not in LOCAL_HOSTS:
         raise ConfigError(

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import OperationalError
 
+from ..config import mask_url
 from ..database import create_db_engine, current_revision, upgrade
+from ..errors import NurtureError
 from ..scaffold import create_workspace
 from . import cli
 from .context import AppContext
@@ -36,11 +39,14 @@ def db():
 @click.pass_obj
 def db_upgrade(app: AppContext):
     """Create or migrate the database schema to the newest version."""
-    engine = create_db_engine(app.settings.database_url)
+    url = app.settings.database_url
+    engine = create_db_engine(url)
     try:
         before = current_revision(engine)
         upgrade(engine)
         after = current_revision(engine)
+    except OperationalError as exc:  # unreachable server, bad credentials, locked file
+        raise NurtureError(f"cannot open database {mask_url(url)}: {exc.orig}") from None
     finally:
         engine.dispose()
     click.echo(f"database at revision {after}" + (f" (was {before})" if before != after else " (up to date)"))
