@@ -189,14 +189,19 @@ class Inbound(Base):
     status_code: Mapped[str | None] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text)
     reply_text: Mapped[str | None] = mapped_column(Text)
-    send_id: Mapped[int | None] = mapped_column(
-        ForeignKey("sends.id", ondelete="SET NULL"), index=True
-    )
+    # Indexed by `ix_inbound_report` (send_id first), which also serves the foreign key.
+    send_id: Mapped[int | None] = mapped_column(ForeignKey("sends.id", ondelete="SET NULL"))
     candidate_id: Mapped[int | None] = mapped_column(
         ForeignKey("candidates.id", ondelete="SET NULL"), index=True
     )
     campaign_id: Mapped[str | None] = mapped_column(String(100))
     return_date: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (
+        # What came back about each send, read by `nurture report` from this index alone in
+        # send order (no table rows); inbound is written once per message, so it costs little.
+        Index("ix_inbound_report", "send_id", "kind", "bounce", "received_at"),
+    )
 
 
 class MailboxState(Base):

@@ -6,8 +6,7 @@ for people (first line of the last reply) and programs (JSON, CSV).
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from .store import pool as pool_store
@@ -26,12 +25,16 @@ class PoolReport:
     as_of: datetime
     warm_days: int
     cold_days: int
-    rows: list[dict]
+    rows: list[dict]  # all of them, or the first `limit` (see `total`)
+    group_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
-        seen = Counter(r["group"] for r in self.rows)
-        return {g: seen.get(g, 0) for g in GROUPS}
+        return {g: self.group_counts.get(g, 0) for g in GROUPS}
+
+    @property
+    def total(self) -> int:
+        return sum(self.group_counts.values())
 
 
 def first_line(text: str | None) -> str | None:
@@ -64,10 +67,13 @@ def gather_pool(
     cold_days: int = COLD_DAYS,
     where: store.PoolFilter = store.PoolFilter(),
     sort: str = "group",
+    limit: int | None = None,
 ) -> PoolReport:
+    """The pool; with `limit`, only the first rows (in `sort` order) leave the database, and
+    the group counts still cover everyone."""
     with db.sessions() as session:
-        raw = store.pool_rows(session, now=now, warm_days=warm_days, cold_days=cold_days,
-                              where=where, sort=sort)
+        raw, counts = store.pool_rows(session, now=now, warm_days=warm_days, cold_days=cold_days,
+                                      where=where, sort=sort, limit=limit)
         tags = pool_store.tags_of(session, [r["id"] for r in raw])
     rows = [
         {
@@ -84,7 +90,7 @@ def gather_pool(
         }
         for r in raw
     ]
-    return PoolReport(now, warm_days, cold_days, rows)
+    return PoolReport(now, warm_days, cold_days, rows, counts)
 
 
 def to_json(report: PoolReport) -> dict:

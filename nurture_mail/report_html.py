@@ -109,7 +109,7 @@ def render(
         charts=report_charts(report) if report is not None else None,
         pool=pool,
         pool_rows=shown,
-        pool_hidden=(len(pool.rows) - len(shown)) if pool is not None else 0,
+        pool_hidden=(pool.total - len(shown)) if pool is not None else 0,
         ledger_states=ledger_states,
         campaign_count=campaign_count,
     )

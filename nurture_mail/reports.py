@@ -131,18 +131,15 @@ def build(
     since: datetime | None,
     campaigns: list[store.CampaignInfo],
     groups: list[store.GroupRow],
-    delays: list[store.Delays],
     enrollments: dict[str, tuple[int, int]],
     exits: list[tuple[str, str | None, str, int]],
     weekly: list[tuple[date, int, int]],
 ) -> Report:
     """Arrange the store's aggregates into campaigns > steps > variants. `weekly` may be daily
     counts: they are summed into weeks starting on Monday."""
-    timing = {(d.level, d.campaign, d.step, d.variant): (d.median, d.p90) for d in delays}
 
     def stats(row: store.GroupRow) -> Stats:
-        median, p90 = timing.get((row.level, row.campaign, row.step, row.variant), (None, None))
-        return Stats(row.counts, row.delivered, row.reply_rate, median, p90)
+        return Stats(row.counts, row.delivered, row.reply_rate, row.median, row.p90)
 
     by_level: dict[str, list[store.GroupRow]] = {"campaign": [], "step": [], "variant": []}
     for row in groups:
@@ -203,19 +200,20 @@ def every_week(days: list[tuple[date, int, int]]) -> list[tuple[date, int, int]]
 def gather(db, *, now: datetime, since: datetime | None = None, campaign: str | None = None) -> Report:
     """Run the report queries (one read transaction) and build the report."""
     with db.sessions() as session:
+        store.prepare(session)
         infos = store.campaigns(session, campaign)
         if campaign is not None and not infos:
             raise NotFound(f"no campaign {campaign!r} (not in campaigns/, never enrolled anyone)")
         filters = {"since": since, "campaign": campaign}
+        groups, weekly = store.ledger(session, **filters)
         return build(
             as_of=now,
             since=since,
             campaigns=infos,
-            groups=store.ledger_groups(session, **filters),
-            delays=store.reply_delays(session, **filters),
+            groups=groups,
             enrollments=store.enrollment_counts(session, **filters),
             exits=store.exits(session, **filters),
-            weekly=store.daily(session, **filters),
+            weekly=weekly,
         )
 
 

@@ -187,6 +187,18 @@ def test_pool_groups(db, alpha):
     assert result.rows[0]["email"] == "c6@example.com"
 
 
+def test_pool_limited_in_sql(db, alpha):
+    # The HTML page asks for the first rows only; the group counts still cover everyone.
+    everyone = pool(db)
+    for sort in ("group", "email"):
+        first = pool(db, sort=sort, limit=4)
+        assert first.rows == pool(db, sort=sort).rows[:4]
+        assert first.counts == everyone.counts == {"warm": 6, "cooling": 6, "cold": 3}
+        assert first.total == 15
+    assert pool(db, where=PoolFilter(group="cold"), limit=1).counts == {"warm": 0, "cooling": 0, "cold": 3}
+    assert pool(db, where=PoolFilter(tags=("nope",)), limit=5).counts == {"warm": 0, "cooling": 0, "cold": 0}
+
+
 def test_pool_ages_with_the_clock(db, alpha):
     day = timedelta(days=1)
     later = {r["email"]: r["group"] for r in pool(db, now=utc(T0 + 100 * day)).rows}
@@ -259,3 +271,54 @@ def test_report_times_are_utc(db, alpha):
     out = report_json(db)
     assert out["as_of"] == "2027-02-03T09:00:00Z"
     assert datetime.fromisoformat(out["as_of"]).utcoffset() == timedelta(0)
+
+
+def _percentile_cont(values: list[float], p: float) -> float:
+    """percentile_cont: linear interpolation between the values around 1 + p * (n - 1)."""
+    ordered = sorted(values)
+    at = 1 + p * (len(ordered) - 1)
+    low = int(at)
+    fraction = at - low
+    upper = ordered[low] if low < len(ordered) else 0.0
+    return ordered[low - 1] * (1 - fraction) + upper * fraction
+
+
+def test_percentiles_match_percentile_cont_on_random_delays(db):
+    # Many delays per hour of delay, ties, exact hours, a later second reply: SQLite's
+    # histogram-then-exact path must give PostgreSQL's percentile_cont at every level.
+    import random
+
+    rng = random.Random(7)
+    led = Ledger(db)
+    led.campaign("rand", ["s1", "s2"])
+    delays: dict[tuple[str, str | None], list[float]] = {}
+    for i in range(90):
+        cand = led.candidate(f"r{i}@example.com")
+        enrollment = led.enrol(cand, "rand")
+        step, variant = ("s1", "ab"[i % 2]) if i % 3 else ("s2", None)
+        sent_at = T0 + (i % 5) * H
+        send = led.send(enrollment, cand, "rand", step, at=sent_at, variant=variant,
+                        number=1 if step == "s1" else 2)
+        if i % 7 == 0:
+            continue  # no reply
+        seconds = rng.choice([3600, 7200, rng.randrange(0, 3 * 86400), rng.randrange(3000, 4000)])
+        led.inbound("reply", sent_at + timedelta(seconds=seconds), send=send, candidate=cand, campaign="rand")
+        led.inbound("reply", sent_at + timedelta(seconds=seconds + 600), send=send, candidate=cand, campaign="rand")
+        delays.setdefault((step, variant), []).append(float(seconds))
+    # A bounce of no known type counts as soft.
+    cand = led.candidate("untyped@example.com")
+    send = led.send(led.enrol(cand, "rand"), cand, "rand", "s2", number=2)
+    led.inbound("bounce", T0 + H, send=send, candidate=cand, campaign="rand")
+    result = reports.gather(db, now=NOW)
+    (campaign,) = result.campaigns
+
+    def check(stats, values):
+        assert stats.median_reply == pytest.approx(_percentile_cont(values, 0.5))
+        assert stats.p90_reply == pytest.approx(_percentile_cont(values, 0.9))
+
+    assert (campaign.stats.counts["bounced"], campaign.stats.counts["bounced_soft"]) == (1, 1)
+    check(campaign.stats, [d for values in delays.values() for d in values])
+    for step in campaign.steps:
+        check(step.stats, [d for (s, _), values in delays.items() if s == step.id for d in values])
+        for v in step.variants:
+            check(v.stats, delays[(step.id, v.id)])

@@ -15,7 +15,7 @@ from rich.table import Table
 from .. import pool_report, reports
 from ..durations import resolve_moment
 from ..errors import NurtureError
-from ..report_html import render
+from ..report_html import POOL_ROWS_SHOWN, render
 from ..store.reports import POOL_SORTS, PoolFilter
 from . import cli
 from .context import AppContext
@@ -50,8 +50,10 @@ def report(app: AppContext, campaign, since, fmt, output, owner, tags, pool_camp
     if campaign == "pool":
         if since:
             raise click.UsageError("--since applies to campaign reports, not to `report pool`")
+        # The page shows the first rows only: the rest stay in the database.
+        shown = POOL_ROWS_SHOWN if fmt == "html" else None
         pool = pool_report.gather_pool(app.db, now=now, warm_days=warm_days, cold_days=cold_days,
-                                       where=pool_filter, sort=sort)
+                                       where=pool_filter, sort=sort, limit=shown)
         text = _pool_text(pool, fmt, settings.company_name)
     else:
         pool_options = (("--owner", owner), ("--tag", tags), ("--campaign", pool_campaign),
@@ -83,7 +85,7 @@ def _report_text(app, result, fmt, campaign, warm_days, cold_days, sort) -> str:
     if fmt == "html":
         pool = pool_report.gather_pool(app.db, now=result.as_of, warm_days=warm_days,
                                        cold_days=cold_days, where=PoolFilter(campaign=campaign),
-                                       sort=sort)
+                                       sort=sort, limit=POOL_ROWS_SHOWN)
         name = app.settings.company_name
         return render(result, pool, title=f"{name}: nurture report", company=name)
     table = Table(title="nurture report" + (f" since {result.since:%Y-%m-%d %H:%M} UTC" if result.since else ""),

@@ -14,7 +14,13 @@ sends are never loaded into Python. Definitions (also in the README):
   exits by `exited_at`.
 * Time to reply: from `sent_at` to the first reply, in seconds. PostgreSQL computes the median
   and 90th percentile with `percentile_cont`; SQLite has no percentile aggregate, so the same
-  linear interpolation is done with ROW_NUMBER() and COUNT() windows over the ordered delays.
+  linear interpolation is found from an hourly histogram of the delays and the exact delays of
+  the few hours that hold the wanted positions (see `_percentiles`).
+
+`nurture report` is one statement (`ledger`) plus two small ones (enrolments, exits): the
+ledger counted from `ix_sends_report` alone, what came back from `ix_inbound_report` alone with
+its sends looked up by primary key once (a materialized CTE), and the weekly series. Over
+1,000,000 sends see bench/report_bench.py.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
+    tuple_,
     union_all,
 )
 from sqlalchemy.orm import Session
@@ -64,18 +72,8 @@ class GroupRow:
     counts: dict[str, int]
     delivered: int
     reply_rate: float | None
-
-
-@dataclass(frozen=True)
-class Delays:
-    """Median and 90th percentile time to first reply of a group, in seconds."""
-
-    level: str
-    campaign: str
-    step: str | None
-    variant: str | None
-    median: float | None
-    p90: float | None
+    median: float | None = None  # time to first reply, seconds
+    p90: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,99 +84,218 @@ class CampaignInfo:
     steps: tuple[str, ...]
 
 
+def prepare(session: Session) -> None:
+    """SQLite: keep the report's temporary b-trees (materialized CTEs, sorts) in memory rather
+    than in temporary files, and read the database file through a memory map. Per connection;
+    harmless for whatever uses the connection next."""
+    if session.get_bind().dialect.name == "sqlite":
+        connection = session.connection()
+        connection.exec_driver_sql("PRAGMA temp_store=MEMORY")
+        connection.exec_driver_sql("PRAGMA mmap_size=1073741824")
+
+
 # --- the ledger ---------------------------------------------------------------------------------
 
+# Weeks are counted in SQL as whole weeks since Monday 0001-01-01 (proleptic Gregorian, as both
+# databases and Python count): week w starts on `monday(w)`.
+_EPOCH_JULIAN = 1721425.5  # SQLite's julianday('0001-01-01')
 
-def _inbound_per_send():
-    """One row per matched send: what came back about it (flags) and its first reply."""
+
+def monday(week: int) -> date:
+    return date.fromordinal(7 * int(week) + 1)
+
+
+def _send_filters(since: datetime | None, campaign: str | None, sends=Send) -> list:
+    where = []
+    if campaign is not None:
+        where.append(sends.campaign_id == campaign)
+    if since is not None:
+        where.append(func.coalesce(sends.sent_at, sends.updated_at) >= naive(since))
+    return where
+
+
+def _week(dialect: str, column):
+    if dialect == "postgresql":
+        return (cast(column, Date) - literal(date(1, 1, 1), Date)) // 7  # whole days: exact
+    return cast((func.julianday(column) - _EPOCH_JULIAN) / 7, Integer)
+
+
+_PREFIX = ("campaign_id", "step_id", "variant", "state", "step_number")
+
+
+def _same_prefix(sends, prefix) -> list:
+    """sends row in the index prefix of `prefix` (variant may be NULL)."""
+    return [sends.c[k].is_not_distinct_from(prefix.c[k]) if k == "variant" else sends.c[k] == prefix.c[k]
+            for k in _PREFIX]
+
+
+def _prefix_counts(dialect: str, since: datetime | None, campaign: str | None):
+    """(campaign_id, step_id, variant, state, step_number, n): the ledger counted by the leading
+    columns of `ix_sends_report`, with nothing evaluated per row but the count.
+
+    SQLite reads the distinct prefixes by seeking through the index (a skip-scan: one probe per
+    group), then counts each one's index range: a GROUP BY would sort every row through a temp
+    b-tree. PostgreSQL aggregates by hash in one (parallel) pass."""
+    keys = [Send.__table__.c[k] for k in _PREFIX]
+    if dialect == "postgresql":
+        return (
+            select(*keys, func.count().label("n"))
+            .where(*_send_filters(since, campaign))
+            .group_by(*keys)
+            .cte("prefix")
+        )
+    distinct = select(*keys).distinct()
+    if campaign is not None:
+        distinct = distinct.where(Send.campaign_id == campaign)
+    k = distinct.subquery("k")
+    s = Send.__table__.alias("s")
+    n = select(func.count()).select_from(s).where(*_same_prefix(s, k), *_send_filters(since, None, s.c))
+    # Prefixes with no row in the --since window count 0 here; `ledger` drops their groups.
+    return select(*k.c, n.scalar_subquery().label("n")).cte("prefix")
+
+
+def _weekly_sends(dialect: str, prefix, since: datetime | None, campaign: str | None):
+    """(week, sends accepted that week). SQLite counts, per sent prefix and week, that week's
+    range of the index (`sent_at` follows the prefix in it), so nothing is sorted."""
+    if dialect == "postgresql":
+        week = _week(dialect, Send.sent_at)
+        return (
+            select(week.label("week"), func.count().label("sent"))
+            .where(Send.state == "sent", Send.sent_at.is_not(None), *_send_filters(since, campaign))
+            .group_by(week)
+        )
+    sent = select(*prefix.c).where(prefix.c.state == "sent").cte("sent_prefix")
+    s = Send.__table__.alias("w")
+
+    # Sent sends have a sent_at, so --since is a range of it here (the same rows as the filter).
+    after = [] if since is None else [s.c.sent_at >= naive(since)]
+
+    def edge(fn):
+        return select(fn(s.c.sent_at)).select_from(s).where(*_same_prefix(s, sent), *after).scalar_subquery()
+
+    bounds = select(
+        _week(dialect, func.min(edge(func.min))).label("lo"),
+        _week(dialect, func.max(edge(func.max))).label("hi"),
+    ).select_from(sent).cte("bounds")
+    weeks = select(bounds.c.lo.label("w"), bounds.c.hi.label("hi")).where(bounds.c.lo.is_not(None)).cte(
+        "weeks", recursive=True)
+    weeks = weeks.union_all(select(weeks.c.w + 1, weeks.c.hi).where(weeks.c.w < weeks.c.hi))
+    n = select(func.count()).select_from(s).where(
+        *_same_prefix(s, sent),
+        s.c.sent_at >= func.date(_EPOCH_JULIAN + 7 * weeks.c.w),
+        s.c.sent_at < func.date(_EPOCH_JULIAN + 7 * (weeks.c.w + 1)),
+        *after,
+    )
+    per = select(weeks.c.w.label("week"), n.scalar_subquery().label("sent")).select_from(
+        weeks.join(sent, true())).subquery("per_week")
+    return select(per.c.week, func.sum(per.c.sent).label("sent")).group_by(per.c.week)
+
+
+def _matched(dialect: str, since: datetime | None, campaign: str | None):
+    """One row per counted send that something came back about: its group, what came back
+    (flags), and the delay to its first reply in seconds (NULL without a reply).
+
+    The inbound rows are read from `ix_inbound_report` alone, in send order, and their sends
+    looked up by primary key; the result is materialized once for counts, percentiles and weeks.
+    """
     def flag(condition):
+        if dialect == "sqlite":  # a comparison is already 0 or 1 there, and cheaper than CASE
+            return func.max(condition)
         return func.max(case((condition, 1), else_=0))
 
-    return (
+    ib = (
         select(
             Inbound.send_id.label("send_id"),
             flag(Inbound.kind == "reply").label("replied"),
             flag(Inbound.kind == "auto_reply").label("auto_reply"),
             flag(Inbound.kind == "bounce").label("bounce"),
-            flag(and_(Inbound.kind == "bounce", Inbound.bounce == "hard")).label("hard"),
+            # IS, not =: a bounce of no known type is soft, and its flag 0 rather than NULL.
+            flag(and_(Inbound.kind == "bounce", Inbound.bounce.is_not_distinct_from("hard"))).label("hard"),
+            func.min(case((Inbound.kind == "reply", Inbound.received_at))).label("first_reply"),
         )
         .where(Inbound.send_id.is_not(None))
         .group_by(Inbound.send_id)
         .subquery("ib")
     )
-
-
-def _send_filters(since: datetime | None, campaign: str | None) -> list:
-    where = []
-    if campaign is not None:
-        where.append(Send.campaign_id == campaign)
-    if since is not None:
-        where.append(func.coalesce(Send.sent_at, Send.updated_at) >= naive(since))
-    return where
-
-
-def _first_replies():
-    """(send_id, at): when each matched send got its first reply."""
+    if dialect == "postgresql":
+        seconds = extract("epoch", ib.c.first_reply - Send.sent_at)
+    else:
+        seconds = (func.julianday(ib.c.first_reply) - func.julianday(Send.sent_at)) * 86400.0
     return (
-        select(Inbound.send_id.label("send_id"), func.min(Inbound.received_at).label("at"))
-        .where(Inbound.kind == "reply", Inbound.send_id.is_not(None))
-        .group_by(Inbound.send_id)
-        .subquery("first_reply")
+        select(
+            Send.campaign_id.label("campaign"),
+            Send.step_id.label("step"),
+            Send.variant.label("variant"),
+            ib.c.replied, ib.c.auto_reply, ib.c.bounce, ib.c.hard,
+            cast(seconds, Float).label("seconds"),
+            _week(dialect, ib.c.first_reply).label("reply_week"),
+            *([cast(seconds / 3600, Integer).label("bucket")] if dialect == "sqlite" else []),
+        )
+        .select_from(ib)
+        .join(Send, Send.id == ib.c.send_id)
+        .where(Send.state == "sent", *_send_filters(since, campaign))
+        .cte("matched")
+        .prefix_with("MATERIALIZED")
     )
 
 
-def ledger_groups(
+def ledger(
     session: Session, *, since: datetime | None = None, campaign: str | None = None
-) -> list[GroupRow]:
-    """Counts and reply rate per variant, step and campaign, in one statement.
+) -> tuple[list[GroupRow], list[tuple[date, int, int]]]:
+    """Counts, reply rate and time to reply per variant, step and campaign, and the weekly
+    series (Monday, sent, first replies), in one statement.
 
     Two partial aggregates are added up per (campaign, step, variant): the ledger by state
-    (an index-only scan of `ix_sends_report`), and what came back, read from the inbound rows
-    (few) with their sends looked up by primary key - so the big table is never joined whole.
+    (`_prefix_counts`, from `ix_sends_report` alone), and what came back (`_matched`: the
+    inbound rows, few, with their sends looked up by primary key) - so the big table is never
+    joined whole. The weekly series rides along as rows of level `week` (its number in
+    `step_number`), so the matched replies are read once.
     """
-    ib = _inbound_per_send()
-    sent = Send.state == "sent"
-    keys = (Send.campaign_id.label("campaign"), Send.step_id.label("step"),
-            Send.variant.label("variant"))
-    group = (Send.campaign_id, Send.step_id, Send.variant)
+    dialect = session.get_bind().dialect.name
+    prefix = _prefix_counts(dialect, since, campaign)
+    matched = _matched(dialect, since, campaign)
     zero = literal(0, Integer)
+    group = (prefix.c.campaign_id, prefix.c.step_id, prefix.c.variant)
+
+    def pick(condition):
+        return func.sum(case((condition, prefix.c.n), else_=0))
+
+    state_counts = {
+        "sends": func.sum(prefix.c.n),
+        "sent": pick(prefix.c.state == "sent"),
+        "scheduled": pick(prefix.c.state.in_(("scheduled", "claimed"))),
+        "deferred": pick(prefix.c.state == "deferred"),
+        "failed": pick(prefix.c.state == "failed"),
+        "unknown": pick(prefix.c.state == "unknown"),
+        "skipped": pick(prefix.c.state == "skipped"),
+        "cancelled": pick(prefix.c.state == "cancelled"),
+    }
 
     def count_if(condition):
         return func.count(case((condition, 1)))
 
-    state_counts = {
-        "sends": func.count(),
-        "sent": count_if(sent),
-        "scheduled": count_if(Send.state.in_(("scheduled", "claimed"))),
-        "deferred": count_if(Send.state == "deferred"),
-        "failed": count_if(Send.state == "failed"),
-        "unknown": count_if(Send.state == "unknown"),
-        "skipped": count_if(Send.state == "skipped"),
-        "cancelled": count_if(Send.state == "cancelled"),
-    }
-    bounced = and_(ib.c.bounce == 1, ib.c.replied == 0)  # a reply proves delivery
+    bounced = and_(matched.c.bounce == 1, matched.c.replied == 0)  # a reply proves delivery
     inbound_counts = {
-        "replied": count_if(ib.c.replied == 1),
-        "auto_replies": count_if(ib.c.auto_reply == 1),
+        "replied": count_if(matched.c.replied == 1),
+        "auto_replies": count_if(matched.c.auto_reply == 1),
         "bounced": count_if(bounced),
-        "bounced_hard": count_if(and_(bounced, ib.c.hard == 1)),
-        "bounced_soft": count_if(and_(bounced, ib.c.hard == 0)),
+        "bounced_hard": count_if(and_(bounced, matched.c.hard == 1)),
+        "bounced_soft": count_if(and_(bounced, matched.c.hard == 0)),
     }
-    ledger = (
-        select(*keys, func.min(Send.step_number).label("step_number"),
+    by_state = (
+        select(*(c.label(n) for c, n in zip(group, ("campaign", "step", "variant"), strict=True)),
+               func.min(prefix.c.step_number).label("step_number"),
                *(state_counts.get(c, zero).label(c) for c in COUNTS))
-        .where(*_send_filters(since, campaign))
         .group_by(*group)
+        .having(func.sum(prefix.c.n) > 0)
     )
     came_back = (
-        select(*keys, cast(null(), Integer).label("step_number"),
+        select(matched.c.campaign, matched.c.step, matched.c.variant,
+               cast(null(), Integer).label("step_number"),
                *(inbound_counts.get(c, zero).label(c) for c in COUNTS))
-        .select_from(ib)
-        .join(Send, Send.id == ib.c.send_id)
-        .where(sent, *_send_filters(since, campaign))
-        .group_by(*group)
+        .group_by(matched.c.campaign, matched.c.step, matched.c.variant)
     )
-    parts = union_all(ledger, came_back).subquery("parts")
+    parts = union_all(by_state, came_back).subquery("parts")
     fine = (
         select(parts.c.campaign, parts.c.step, parts.c.variant,
                func.min(parts.c.step_number).label("step_number"),
@@ -187,29 +304,61 @@ def ledger_groups(
         .cte("fine")
     )
 
+    if dialect == "sqlite":  # the replied sends alone, narrow: read four times below
+        delays = (
+            select(matched.c.campaign, matched.c.step, matched.c.variant, matched.c.seconds,
+                   matched.c.bucket)
+            .where(matched.c.seconds.is_not(None))
+            .cte("delays")
+            .prefix_with("MATERIALIZED")
+        )
+        histogram = _histogram(delays)
+    else:
+        delays, histogram = matched, None
+
     def level(name: str, keys: Sequence[str]):
         sums = [func.sum(fine.c[c]).label(c) for c in COUNTS]
         delivered = func.sum(fine.c.sent) - func.sum(fine.c.bounced)
-        columns = [
-            literal(name, String).label("level"),
-            fine.c.campaign,
-            fine.c.step if "step" in keys else null().label("step"),
-            fine.c.variant if "variant" in keys else null().label("variant"),
-            func.min(fine.c.step_number).label("step_number") if "step" in keys else cast(null(), Integer).label("step_number"),
+        rates = select(
+            *_level_keys(name, fine, keys),
+            func.min(fine.c.step_number).label("step_number") if "step" in keys
+            else cast(null(), Integer).label("step_number"),
             *sums,
             delivered.label("delivered"),
             (cast(func.sum(fine.c.replied), Float) / func.nullif(delivered, 0)).label("reply_rate"),
-        ]
-        return select(*columns).group_by(*(fine.c[k] for k in keys))
+        ).group_by(*(fine.c[k] for k in keys)).subquery(f"rates_{name}")
+        times = _percentiles(dialect, delays, histogram, name, keys).subquery(f"times_{name}")
+        on = [rates.c.campaign == times.c.campaign]
+        on += [rates.c[k].is_not_distinct_from(times.c[k]) for k in keys if k != "campaign"]
+        return select(*rates.c, times.c.median, times.c.p90).select_from(
+            rates.outerjoin(times, and_(*on)))
 
-    statement = union_all(
-        level("variant", ("campaign", "step", "variant")),
-        level("step", ("campaign", "step")),
-        level("campaign", ("campaign",)),
+    sends_weekly = _weekly_sends(dialect, prefix, since, campaign).subquery("sends_weekly")
+    replies_weekly = (
+        select(matched.c.reply_week.label("week"), zero.label("sent"), func.count().label("replied"))
+        .where(matched.c.reply_week.is_not(None))
+        .group_by(matched.c.reply_week)
     )
-    out = []
-    for row in session.execute(statement).mappings():
-        out.append(
+    weeks = union_all(select(sends_weekly.c.week, sends_weekly.c.sent, zero.label("replied")),
+                      replies_weekly).subquery("weeks")
+    nothing = cast(null(), String)
+    weekly = select(
+        literal("week", String).label("level"), nothing.label("campaign"), nothing.label("step"),
+        nothing.label("variant"), weeks.c.week.label("step_number"),
+        *(func.sum(weeks.c.sent).label(c) if c == "sent" else func.sum(weeks.c.replied).label(c)
+          if c == "replied" else zero.label(c) for c in COUNTS),
+        zero.label("delivered"), cast(null(), Float).label("reply_rate"),
+        cast(null(), Float).label("median"), cast(null(), Float).label("p90"),
+    ).group_by(weeks.c.week)
+
+    statement = union_all(*(level(name, keys) for name, keys in LEVELS.items()), weekly)
+    groups, series = [], []
+    # Core execution: the statement needs no ORM compile state (it costs at every start).
+    for row in session.connection().execute(statement).mappings():
+        if row["level"] == "week":
+            series.append((monday(row["step_number"]), int(row["sent"] or 0), int(row["replied"] or 0)))
+            continue
+        groups.append(
             GroupRow(
                 level=row["level"],
                 campaign=row["campaign"],
@@ -219,52 +368,12 @@ def ledger_groups(
                 counts={c: int(row[c] or 0) for c in COUNTS},
                 delivered=int(row["delivered"] or 0),
                 reply_rate=None if row["reply_rate"] is None else float(row["reply_rate"]),
+                median=None if row["median"] is None else float(row["median"]),
+                p90=None if row["p90"] is None else float(row["p90"]),
             )
         )
-    return out
-
-
-def reply_delays(
-    session: Session, *, since: datetime | None = None, campaign: str | None = None
-) -> list[Delays]:
-    """Median and p90 of the time from a send to its first reply, per variant, step, campaign."""
-    first_reply = _first_replies()
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        seconds = extract("epoch", first_reply.c.at - Send.sent_at)
-    else:
-        seconds = (func.julianday(first_reply.c.at) - func.julianday(Send.sent_at)) * 86400.0
-    base = (
-        select(
-            Send.campaign_id.label("campaign"),
-            Send.step_id.label("step"),
-            Send.variant.label("variant"),
-            cast(seconds, Float).label("seconds"),
-        )
-        .select_from(first_reply)
-        .join(Send, Send.id == first_reply.c.send_id)
-        .where(Send.state == "sent", *_send_filters(since, campaign))
-        .cte("delays")
-    )
-    parts = []
-    for name, keys in LEVELS.items():
-        columns = [base.c[k] for k in keys]
-        if dialect == "postgresql":
-            parts.append(
-                select(
-                    *_level_keys(name, base, keys),
-                    func.percentile_cont(0.5).within_group(base.c.seconds).label("median"),
-                    func.percentile_cont(0.9).within_group(base.c.seconds).label("p90"),
-                ).group_by(*columns)
-            )
-        else:
-            parts.append(_window_percentiles(base, name, keys))
-    return [
-        Delays(r.level, r.campaign, r.step, r.variant,
-               None if r.median is None else float(r.median),
-               None if r.p90 is None else float(r.p90))
-        for r in session.execute(union_all(*parts))
-    ]
+    series.sort()
+    return groups, series
 
 
 # The groups of a report, finest first, by the columns that make them.
@@ -280,44 +389,101 @@ def _level_keys(name: str, source, keys: Sequence[str]) -> list:
     return [
         literal(name, String).label("level"),
         source.c.campaign,
-        source.c.step if "step" in keys else null().label("step"),
-        source.c.variant if "variant" in keys else null().label("variant"),
+        source.c.step if "step" in keys else cast(null(), String).label("step"),
+        source.c.variant if "variant" in keys else cast(null(), String).label("variant"),
     ]
 
 
-def _window_percentiles(base, name: str, keys: Sequence[str]):
-    """percentile_cont(0.5) and (0.9) without a percentile aggregate: number the ordered delays
-    of each group, then interpolate between the two rows around position 1 + p * (n - 1)."""
-    partition = [base.c[k] for k in keys]
-    # One window definition for both numbers, so SQLite sorts the delays once.
-    ranked = select(
-        *partition,
-        base.c.seconds,
-        func.row_number().over(partition_by=partition, order_by=base.c.seconds).label("rn"),
-        func.count().over(partition_by=partition, order_by=base.c.seconds, rows=(None, None)).label("n"),
-    ).subquery(f"ranked_{name}")
+def _histogram(matched):
+    """(campaign, step, variant, bucket, n): the reply delays counted per hour of delay. Counts
+    add up, so the coarser levels roll this up instead of reading the delays again."""
+    return (
+        select(matched.c.campaign, matched.c.step, matched.c.variant, matched.c.bucket,
+               func.count().label("n"))
+        .where(matched.c.seconds.is_not(None))
+        .group_by(matched.c.campaign, matched.c.step, matched.c.variant, matched.c.bucket)
+        .cte("histogram")
+    )
 
-    def low(p: float):
-        return cast(1 + p * (ranked.c.n - 1), Integer)  # floor: positions are positive
+
+def _percentiles(dialect: str, matched, histogram, name: str, keys: Sequence[str]):
+    """(level keys, median, p90) of the reply delays per group.
+
+    PostgreSQL: percentile_cont. SQLite has no percentile aggregate and its window functions
+    cost a sort and a pass per level over every delay, so the same linear interpolation between
+    the values at positions floor(1 + p * (n - 1)) and the next is found in two steps: running
+    totals over the hourly histogram (a few rows per group) give the hour that holds each
+    position and how many delays come before it; then only the delays of those hours are
+    numbered, exactly.
+    """
+    if dialect == "postgresql":
+        return select(
+            *_level_keys(name, matched, keys),
+            func.percentile_cont(0.5).within_group(matched.c.seconds).label("median"),
+            func.percentile_cont(0.9).within_group(matched.c.seconds).label("p90"),
+        ).where(matched.c.seconds.is_not(None)).group_by(*(matched.c[k] for k in keys))
+    # Per group of the level: each hour's count, the delays before it, and the group's total.
+    hours = (
+        select(*(histogram.c[k] for k in keys), histogram.c.bucket, func.sum(histogram.c.n).label("n"))
+        .group_by(*(histogram.c[k] for k in keys), histogram.c.bucket)
+        .subquery(f"hours_{name}")
+    )
+    partition = [hours.c[k] for k in keys]
+    running = select(
+        *partition, hours.c.bucket, hours.c.n,
+        func.sum(hours.c.n).over(partition_by=partition, order_by=hours.c.bucket, rows=(None, 0)).label("upto"),
+        func.sum(hours.c.n).over(partition_by=partition).label("total"),
+    ).subquery(f"running_{name}")
+    place = {p: 1 + p * (running.c.total - 1) for p in (0.5, 0.9)}
+    wanted = [pos for p in place for pos in (cast(place[p], Integer), cast(place[p], Integer) + 1)]
+    before = running.c.upto - running.c.n
+    holding = (
+        select(*(running.c[k] for k in keys), running.c.bucket, before.label("before"),
+               running.c.total)
+        .where(or_(*(and_(pos > before, pos <= running.c.upto) for pos in wanted)))
+        .subquery(f"holding_{name}")
+    )
+    # The delays of those hours: an IN over (campaign, step, hour) probes a small temporary
+    # index once per delay, then the few rows found meet their hour's numbers.
+    coarse = [k for k in keys if k != "variant"]
+    inside = (
+        select(matched)
+        .where(
+            matched.c.seconds.is_not(None),
+            tuple_(*(matched.c[k] for k in coarse), matched.c.bucket).in_(
+                select(*(holding.c[k] for k in coarse), holding.c.bucket)),
+        )
+        .cte(f"inside_{name}")
+        .prefix_with("MATERIALIZED")
+    )
+    same_group = [inside.c[k].is_not_distinct_from(holding.c[k]) if k == "variant"
+                  else inside.c[k] == holding.c[k] for k in keys]
+    numbered = (
+        select(
+            *(holding.c[k] for k in keys), inside.c.seconds, holding.c.total.label("n"),
+            (holding.c.before + func.row_number().over(
+                partition_by=[*(holding.c[k] for k in keys), holding.c.bucket],
+                order_by=inside.c.seconds)).label("rn"),
+        )
+        .select_from(inside.join(holding, and_(*same_group, inside.c.bucket == holding.c.bucket)))
+        .subquery(f"numbered_{name}")
+    )
 
     def percentile(p: float):
-        fraction = 1 + p * (ranked.c.n - 1) - low(p)
+        at = 1 + p * (numbered.c.n - 1)
+        low = cast(at, Integer)  # floor: positions are positive
+        fraction = at - low
         return func.sum(
             case(
-                (ranked.c.rn == low(p), ranked.c.seconds * (1 - fraction)),
-                (ranked.c.rn == low(p) + 1, ranked.c.seconds * fraction),
+                (numbered.c.rn == low, numbered.c.seconds * (1 - fraction)),
+                (numbered.c.rn == low + 1, numbered.c.seconds * fraction),
                 else_=0.0,
             )
         )
 
-    # Only the (at most four) rows around the two positions reach the GROUP BY.
-    near = or_(*(ranked.c.rn.in_((low(p), low(p) + 1)) for p in (0.5, 0.9)))
-    return (
-        select(*_level_keys(name, ranked, keys), percentile(0.5).label("median"),
-               percentile(0.9).label("p90"))
-        .where(near)
-        .group_by(*(ranked.c[k] for k in keys))
-    )
+    return select(
+        *_level_keys(name, numbered, keys), percentile(0.5).label("median"), percentile(0.9).label("p90")
+    ).group_by(*(numbered.c[k] for k in keys))
 
 
 def enrollment_counts(
@@ -368,47 +534,21 @@ def campaigns(session: Session, campaign: str | None = None) -> list[CampaignInf
         for r in session.execute(query)
     }
     for source in (Enrollment.campaign_id, Send.campaign_id):
-        query = select(source).distinct()
-        if campaign is not None:
-            query = query.where(source == campaign)
-        for (cid,) in session.execute(query):
+        for cid in _distinct_leading(session, source, campaign):
             known.setdefault(cid, CampaignInfo(cid, cid, None, ()))
     return sorted(known.values(), key=lambda c: c.id)
 
 
-def _day(session: Session, column):
-    """The UTC calendar day of a naive UTC time (SQLite stores ISO text: its first ten chars)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return cast(cast(column, Date), String)
-    return func.substr(column, 1, 10)
-
-
-def daily(
-    session: Session, *, since: datetime | None = None, campaign: str | None = None
-) -> list[tuple[date, int, int]]:
-    """(day, sends accepted that day, first replies received that day to counted sends).
-    Days rather than weeks: a cheap grouping key on both databases; `reports` sums weeks."""
-    sent_day = _day(session, Send.sent_at)
-    sends = session.execute(
-        select(sent_day, func.count())
-        .where(Send.state == "sent", *_send_filters(since, campaign))
-        .group_by(sent_day)
-    ).all()
-    first_reply = _first_replies()
-    reply_day = _day(session, first_reply.c.at)
-    replies = session.execute(
-        select(reply_day, func.count())
-        .select_from(first_reply)
-        .join(Send, Send.id == first_reply.c.send_id)
-        .where(Send.state == "sent", *_send_filters(since, campaign))
-        .group_by(reply_day)
-    ).all()
-    by_day: dict[date, list[int]] = {}
-    for index, rows in ((0, sends), (1, replies)):
-        for day, n in rows:
-            if day is not None:
-                by_day.setdefault(date.fromisoformat(str(day)[:10]), [0, 0])[index] += int(n)
-    return [(d, s, r) for d, (s, r) in sorted(by_day.items())]
+def _distinct_leading(session: Session, column, only: str | None) -> list[str]:
+    """The distinct values of an indexed leading column, one index probe each (a loose index
+    scan as a recursive CTE: PostgreSQL would otherwise read the whole index for DISTINCT)."""
+    if only is not None:
+        found = session.execute(select(column).where(column == only).limit(1)).scalar()
+        return [] if found is None else [found]
+    walk = select(func.min(column).label("v")).cte("walk", recursive=True)
+    after = select(func.min(column)).where(column > walk.c.v).scalar_subquery()
+    walk = walk.union_all(select(after).where(walk.c.v.is_not(None)))
+    return [v for (v,) in session.execute(select(walk.c.v).where(walk.c.v.is_not(None)))]
 
 
 def sends_by_state(session: Session) -> list[tuple[str, int]]:
@@ -443,8 +583,12 @@ def pool_rows(
     cold_days: int,
     where: PoolFilter = PoolFilter(),
     sort: str = "group",
-) -> list[dict]:
-    """Every candidate with its last contact, last reply and warmth, grouped in SQL:
+    limit: int | None = None,
+) -> tuple[list[dict], dict[str, int]]:
+    """Candidates with their last contact, last reply and warmth, grouped in SQL, and how many
+    there are per group. `limit` keeps the first rows (the HTML page shows 500): the order, the
+    cut and the group counts (window counts over the whole match) are all SQL then.
+
 
     * warm: replied within `warm_days`;
     * cold: never in touch, or the last touch either way is older than `cold_days`;
@@ -530,4 +674,13 @@ def pool_rows(
         "owner": (Candidate.owner.is_(None), Candidate.owner),
     }
     query = query.order_by(*orders[sort], Candidate.email)
-    return [dict(r) for r in session.execute(query).mappings()]
+    if limit is None:
+        rows = [dict(r) for r in session.execute(query).mappings()]
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["grp"]] = counts.get(r["grp"], 0) + 1
+        return rows, counts
+    every = {g: func.count(case((group == g, 1))).over().label(f"n_{g}") for g in ("warm", "cooling", "cold")}
+    rows = [dict(r) for r in session.execute(query.add_columns(*every.values()).limit(limit)).mappings()]
+    counts = {g: int(rows[0][f"n_{g}"]) for g in every} if rows else {}
+    return rows, counts
