@@ -41,7 +41,7 @@ from . import pool_report, reports
 from .config import Settings
 from .database import Database
 from .errors import NurtureError
-from .report_html import render
+from .report_html import POOL_ROWS_SHOWN, render
 from .store import pool
 from .store import reports as report_store
 from .unsubscribe import make_token, read_token
@@ -163,7 +163,7 @@ def create_app(settings: Settings, db: Database, *, clock: Callable[[], datetime
         # Read-only: the same report as `nurture report --format html`, built at request time.
         now = clock()
         result = reports.gather(db, now=now)
-        warm = pool_report.gather_pool(db, now=now)
+        warm = pool_report.gather_pool(db, now=now, limit=POOL_ROWS_SHOWN)  # the rows the page shows
         with db.sessions() as session:
             states = report_store.sends_by_state(session)
         html = render(result, warm, title=f"{settings.company_name}: nurture", company=settings.company_name,

@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from sqlalchemy.exc import OperationalError
 
 from ..config import mask_url
-from ..database import create_db_engine, current_revision, upgrade
 from ..errors import NurtureError
 from ..scaffold import create_workspace
 from . import cli
@@ -39,6 +37,10 @@ def db():
 @click.pass_obj
 def db_upgrade(app: AppContext):
     """Create or migrate the database schema to the newest version."""
+    from sqlalchemy.exc import OperationalError
+
+    from ..database import create_db_engine, current_revision, upgrade
+
     url = app.settings.database_url
     engine = create_db_engine(url)
     try:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from ..config import Settings, load_settings
-from ..database import Database, open_database
+
+if TYPE_CHECKING:  # imported when a command first needs the database: startup stays quick
+    from ..database import Database
 
 
 @dataclass
@@ -29,6 +32,8 @@ class AppContext:
     @property
     def db(self) -> Database:
         if self._db is None:
+            from ..database import open_database
+
             self._db = open_database(self.settings.database_url)
         return self._db
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import click
 
-from ..daemon import lock_for, sync_inbox
-from ..engine import Engine
-from ..transport import make_transport
-from ..workspace import load_workspace
 from . import cli
 from .context import AppContext
+
+if TYPE_CHECKING:  # the engine is imported by the commands that use it: startup stays quick
+    from ..engine import Engine
 
 
 @cli.command()
@@ -21,6 +21,8 @@ from .context import AppContext
 @click.pass_obj
 def tick(app: AppContext, dry_run):
     """One pass: sync replies, enrol, send what is due; then exit."""
+    from ..daemon import lock_for, sync_inbox
+
     if dry_run:
         _dry_run(app)
         return
@@ -92,6 +94,7 @@ def _dry_run(app: AppContext) -> None:
     """What this tick would do, from the same forecast as `nurture plan`; writes nothing.
     (Inbox effects are not foreseen: a reply synced first could still stop a send.)"""
     from ..planning import plan_workspace
+    from ..workspace import load_workspace
 
     workspace = load_workspace(app.settings, app.db)
     now = app.clock()
@@ -107,6 +110,10 @@ def _dry_run(app: AppContext) -> None:
 
 
 def build_engine(app: AppContext) -> Engine:
+    from ..engine import Engine
+    from ..transport import make_transport
+    from ..workspace import load_workspace
+
     settings = app.settings
     workspace = load_workspace(settings, app.db)
     return Engine(settings, app.db, workspace, make_transport(settings), clock=app.clock)

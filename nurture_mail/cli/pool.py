@@ -10,8 +10,6 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 
 from ..candidates import RowError, normalise_email
 from ..errors import NurtureError
-from ..importer import ImportReport, parse_mapping, read_rows, records
-from ..store import pool
 from . import cli
 from .context import AppContext
 from .output import emit_json, emit_rows, format_option
@@ -41,6 +39,9 @@ def candidates():
 @click.pass_obj
 def import_(app: AppContext, file: Path, maps, tags, status, dry_run):
     """Import candidates from a CSV or JSON-lines FILE (upsert by email address)."""
+    from ..importer import ImportReport, parse_mapping, read_rows, records
+    from ..store import pool
+
     mapping = parse_mapping(maps)
     report = ImportReport()
     now = app.clock()
@@ -73,6 +74,8 @@ def import_(app: AppContext, file: Path, maps, tags, status, dry_run):
 @click.pass_obj
 def list_(app: AppContext, campaign, fmt):
     """List candidates in the pool."""
+    from ..store import pool
+
     emit_rows(pool.list_candidates(app.db, campaign=campaign), LIST_COLUMNS, fmt)
 
 
@@ -82,6 +85,8 @@ def list_(app: AppContext, campaign, fmt):
 @click.pass_obj
 def show(app: AppContext, email, fmt):
     """Show one candidate: fields, enrollments, sends and replies."""
+    from ..store import pool
+
     data = pool.show_candidate(app.db, _address(email))
     if fmt == "json":
         emit_json(data)
@@ -113,6 +118,8 @@ def show(app: AppContext, email, fmt):
 @click.pass_obj
 def update(app: AppContext, email, status, add, remove):
     """Change a candidate's status or tags."""
+    from ..store import pool
+
     if not (status or add or remove):
         raise click.UsageError("nothing to change: give --status, --tag or --untag")
     data = pool.update_candidate(
@@ -126,6 +133,8 @@ def update(app: AppContext, email, status, add, remove):
 @click.pass_obj
 def unsubscribe(app: AppContext, email):
     """Unsubscribe an address: never mail it again; cancels every pending step."""
+    from ..store import pool
+
     address = _address(email)
     new = pool.unsubscribe(app.db, address, app.clock())
     click.echo(f"{address} unsubscribed" if new else f"{address} was already suppressed")
@@ -137,6 +146,8 @@ def unsubscribe(app: AppContext, email):
 @click.pass_obj
 def forget(app: AppContext, email, yes):
     """Erase a candidate everywhere; keep only a hashed suppression."""
+    from ..store import pool
+
     address = _address(email)
     if not yes and sys.stdin.isatty():
         click.confirm(f"Erase every trace of {address}?", abort=True)
