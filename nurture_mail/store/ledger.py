@@ -240,8 +240,12 @@ def enrol(session: Session, campaign_id: str, audience_clause, stamp: datetime) 
     stmt = _insert(session, Enrollment.__table__).from_select(
         ["candidate_id", "campaign_id", "state", "enrolled_at", "needs_next"], source
     )
-    # RETURNING counts reliably on both databases (rowcount of INSERT ... SELECT does not).
-    return len(session.execute(stmt.on_conflict_do_nothing().returning(Enrollment.id)).all())
+    # Counted before and after: rowcount of INSERT ... SELECT is not reliable on every driver,
+    # and RETURNING would bring a million ids into memory for a big first enrolment.
+    count = select(func.count()).select_from(Enrollment).where(Enrollment.campaign_id == campaign_id)
+    before = session.execute(count).scalar_one()
+    session.execute(stmt.on_conflict_do_nothing())
+    return session.execute(count).scalar_one() - before
 
 
 @dataclass(frozen=True)
