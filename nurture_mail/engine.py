@@ -12,7 +12,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from .campaigns import Campaign
@@ -51,7 +51,6 @@ class TickReport:
     cancelled: int = 0
     unknown: int = 0
     requeued: int = 0
-    details: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [

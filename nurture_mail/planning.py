@@ -133,6 +133,7 @@ def plan_workspace(db, workspace, campaign_ids, *, now: datetime, days: int, def
     """(would-be-enrolled counts per campaign, planned sends in time order) for the CLI."""
     from .segments import audience_clause
     from .store import forecast as reads
+    from .store.ledger import sent_between
 
     until = now + timedelta(days=days)
     newcomers: dict[str, int] = {}
@@ -151,7 +152,7 @@ def plan_workspace(db, workspace, campaign_ids, *, now: datetime, days: int, def
             ]
             newcomers[campaign.id] = len(fresh)
             start, end = day_bounds(now, campaign, default_timezone)
-            sent = reads.sent_count(session, campaign.id, start, end)
+            sent = sent_between(session, campaign.id, start, end)
             streams.append(list(forecast(campaign, tracks + fresh, now=now, until=until,
                                          default_timezone=default_timezone, sent_today=sent)))
     merged = list(heapq.merge(*streams, key=lambda p: (p.send_at, p.campaign, p.email)))

@@ -93,12 +93,6 @@ def would_enrol(session: Session, campaign_id: str, audience) -> Iterator[dict]:
         yield from _with_tags(session, page)
 
 
-def sent_count(session: Session, campaign_id: str, start: datetime, end: datetime) -> int:
-    from .ledger import sent_between
-
-    return sent_between(session, campaign_id, start, end)
-
-
 def enrolled_count(session: Session, campaign_id: str) -> int:
     return session.execute(
         select(func.count()).select_from(Enrollment).where(Enrollment.campaign_id == campaign_id)

@@ -171,20 +171,6 @@ def end_enrollments(
     )
 
 
-def end_enrollment(session: Session, enrollment_id: int, reason: str, stamp: datetime) -> None:
-    """One enrollment only (a reply ends the campaign it answered, per its exit_when)."""
-    session.execute(
-        update(Enrollment)
-        .where(Enrollment.id == enrollment_id, Enrollment.state.in_(ACTIVE_ENROLLMENT))
-        .values(state="exited", exit_reason=reason, exited_at=stamp, needs_next=False)
-    )
-    session.execute(
-        update(Send)
-        .where(Send.enrollment_id == enrollment_id, Send.state.in_(CLAIMABLE_STATES))
-        .values(state="cancelled", reason=reason, updated_at=stamp)
-    )
-
-
 # --- campaigns and enrolment ------------------------------------------------------------------
 
 
@@ -549,15 +535,6 @@ def mark_data_started(
             ],
         )
     return marked
-
-
-def renew(session: Session, owner: str, ids: Sequence[int], lease_until: datetime) -> None:
-    if ids:
-        session.execute(
-            update(Send)
-            .where(Send.id.in_(list(ids)), Send.state == "claimed", Send.claimed_by == owner)
-            .values(lease_until=naive(lease_until))
-        )
 
 
 class Writes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -15,16 +15,9 @@ from ..database import Database
 from ..errors import NotFound
 from ..importer import ImportReport
 from ..models import Candidate, CandidateTag, Enrollment, Event, Inbound, Send, Suppression
-from .ledger import end_enrollments
+from .ledger import end_enrollments, naive
 
 BATCH = 1000
-
-
-def naive(moment: datetime) -> datetime:
-    """Aware -> naive UTC, as stored."""
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:
