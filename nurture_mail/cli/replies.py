@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -76,18 +75,12 @@ def sync(app: AppContext, imap_url, mbox, maildir, files):
 @click.pass_obj
 def classify(app: AppContext, files, fmt):
     """Classify .eml files as reply, auto_reply, bounce, unsubscribe or other."""
-    from ..durations import parse_instant
     from ..replies import classify as classify_message
 
     # Return dates written without a year are read against --now when given, else the
     # message's own Date header.
-    now_text = app.now or os.environ.get("NURTURE_NOW")
-    received = None
-    if now_text:
-        try:
-            received = parse_instant(now_text)
-        except ValueError as exc:
-            raise ConfigError(f"--now: {exc}") from None
+    # The settings hold --now / NURTURE_NOW, parsed and checked once (config.py).
+    received = app.settings.now
 
     def rows():
         for path in files:
