@@ -48,6 +48,12 @@ class _Handler:
             return "421 4.4.2 connection dropped by the test"  # never reaches the client
         return fault
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.sink.pipelining:  # aiosmtpd reads commands in order; say so, as Postfix does
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(self, server, session: Session, envelope: Envelope, address, rcpt_options):
         fault = self._fault(server, "rcpt", address.lower())
         if fault:
@@ -90,12 +96,14 @@ class SmtpSink:
     (stored, then the reply is replaced: "drop" = the connection dies after the data).
     `delay` (seconds) holds every reply to DATA after the message is stored: the client
     waits while the server already has the message (crash tests kill senders in that gap).
-    `keep_data=False` stores only each message's Message-ID header (load tests)."""
+    `keep_data=False` stores only each message's Message-ID header (load tests).
+    `pipelining=False` stops offering PIPELINING: the sender then goes one command at a time."""
 
     host: str = "127.0.0.1"
     rule: FaultRule | None = None
     delay: float = 0.0
     keep_data: bool = True
+    pipelining: bool = True
     received: list[Received] = field(default_factory=list)
     attempts: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)

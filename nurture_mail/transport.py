@@ -1,7 +1,8 @@
 """Transports: how message bytes leave. The engine sees only the `Transport` protocol.
 
-* `SmtpTransport`: aiosmtplib, a pool of reused connections, a rate limit, STARTTLS required
-  unless the operator turned it off for a server on localhost, one recipient per transaction.
+* `SmtpTransport`: a pool of reused connections opened by aiosmtplib (EHLO, STARTTLS required
+  unless the operator turned it off for a server on localhost, AUTH), a rate limit, one
+  recipient per transaction; pipelined (`smtp_wire`) when the server offers PIPELINING.
 * `MaildirTransport`: writes to `outbox/` when no SMTP server is configured, so a first run
   never mails anyone by accident.
 
@@ -28,6 +29,7 @@ import aiosmtplib
 
 from .config import SmtpSettings
 from .errors import ConfigError, NurtureError
+from .smtp_wire import DataPhaseLost, EnvelopeLost, Wire, envelope_address, stuff
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -176,7 +178,8 @@ class _DataPhaseLost(Exception):
 class SmtpTransport:
     """A pool of up to `max_connections` reused SMTP connections."""
 
-    def __init__(self, settings: SmtpSettings, *, helo: str | None = None, tls_context: ssl.SSLContext | None = None):
+    def __init__(self, settings: SmtpSettings, *, helo: str | None = None, tls_context: ssl.SSLContext | None = None,
+                 pipelining: bool = True):
         if settings.url is None:
             raise ConfigError("[smtp] url is not set")
         self.target = parse_smtp_url(settings.url.reveal(), settings.starttls)
@@ -187,9 +190,10 @@ class SmtpTransport:
         self.tls_context = tls_context or (ssl.create_default_context() if needs_tls else None)
         self.limiter = RateLimiter(settings.rate_per_minute)
         self.slots = asyncio.Semaphore(settings.max_connections)
-        self.idle: list[aiosmtplib.SMTP] = []
+        self.idle: list[aiosmtplib.SMTP | Wire] = []
+        self.pipelining = pipelining
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self) -> aiosmtplib.SMTP | Wire:
         t = self.target
         client = aiosmtplib.SMTP(
             hostname=t.host,
@@ -203,14 +207,25 @@ class SmtpTransport:
         await client.connect()
         if t.username:
             await client.login(t.username, t.password or "")
-        return client
+        if not self.pipelining:
+            return client
+        if client.last_ehlo_response is None:  # aiosmtplib says EHLO lazily; we need its list
+            await client.ehlo()
+        if not client.supports_extension("pipelining"):
+            return client
+        # Greeted, encrypted and logged in: hand the connection to the pipelined wire.
+        transport = client.protocol.transport
+        wire = Wire(transport, smtputf8=client.supports_extension("smtputf8"), timeout=self.timeout)
+        transport.set_protocol(wire)
+        return wire
 
     async def send(self, sender: str, recipient: str, data: bytes) -> Delivery:
         await self.limiter.acquire()
         async with self.slots:
             client = self.idle.pop() if self.idle else None
             try:
-                if client is None or not client.is_connected:
+                if client is None or not _usable(client):
+                    _drop(client)
                     client = await self._connect()
                     delivery = await self._transaction(client, sender, recipient, data)
                 else:
@@ -227,22 +242,48 @@ class SmtpTransport:
             except aiosmtplib.SMTPResponseException as exc:
                 _drop(client)
                 return _from_code(exc.code, exc.message, "connect")
-            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            except (TimeoutError, aiosmtplib.SMTPException, EnvelopeLost, OSError) as exc:
                 _drop(client)
                 if _is_tls_refusal(exc):
                     raise TransportRefused(
                         f"SMTP server {self.target.host}:{self.target.port} refused: {exc}; "
                         "nothing was sent (set [smtp] starttls = \"off\" only for a server on localhost)"
                     ) from None
-                return Delivery(Outcome.DEFERRED, None, f"connection problem before the data: {exc}")
-            if client.is_connected and delivery.outcome is not Outcome.UNKNOWN:
+                return Delivery(Outcome.DEFERRED, None, f"connection problem before the data: {exc or type(exc).__name__}")
+            except ValueError as exc:  # an address the envelope cannot carry; nothing was sent
+                if client is not None:
+                    self.idle.append(client)
+                return Delivery(Outcome.FAILED, None, f"cannot send: {exc}")
+            if _usable(client) and delivery.outcome is not Outcome.UNKNOWN:
                 self.idle.append(client)
             else:
                 _drop(client)
             return delivery
 
-    async def _transaction(self, client: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes) -> Delivery:
-        """One message on a clean connection; leaves it clean (RSET after a refusal) or broken.
+    async def _transaction(self, client: aiosmtplib.SMTP | Wire, sender: str, recipient: str, data: bytes) -> Delivery:
+        if not isinstance(client, Wire):
+            # aiosmtplib would parse "x\r\nRCPT TO:<y>" down to y: refuse such addresses first.
+            envelope_address(sender, True)
+            envelope_address(recipient, True)
+            return await self._stepwise(client, sender, recipient, data)
+        mail_from, utf8_from = envelope_address(sender, client.smtputf8)
+        rcpt_to, utf8_to = envelope_address(recipient, client.smtputf8)
+        try:
+            stage, code, text = await client.transaction(mail_from, rcpt_to, stuff(data), utf8_from or utf8_to)
+        except EnvelopeLost as exc:
+            if exc.nothing_heard:
+                raise _StaleConnection(str(exc)) from exc
+            raise
+        except DataPhaseLost as exc:
+            raise _DataPhaseLost(str(exc)) from exc
+        if stage != "sent":
+            return _from_code(code, text, stage)
+        if code != 250:
+            return _from_code(code, text, "DATA")
+        return Delivery(Outcome.SENT, code, f"{code} {text}")
+
+    async def _stepwise(self, client: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes) -> Delivery:
+        """One message, one command at a time (a server without PIPELINING), on a clean connection; leaves it clean (RSET after a refusal) or broken.
 
         No RSET before each message: after a completed DATA the server has already reset the
         transaction, and the round trip costs as much as the MAIL command itself."""
@@ -291,6 +332,12 @@ class SmtpTransport:
                 client.close()
 
 
+def _usable(client: aiosmtplib.SMTP | Wire | None) -> bool:
+    if isinstance(client, Wire):
+        return client.usable
+    return client is not None and client.is_connected
+
+
 async def _reset(client: aiosmtplib.SMTP) -> None:
     """Clear a refused transaction so the connection can be reused; drop it if that fails."""
     if not client.is_connected:
@@ -301,7 +348,7 @@ async def _reset(client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
-def _drop(client: aiosmtplib.SMTP | None) -> None:
+def _drop(client: aiosmtplib.SMTP | Wire | None) -> None:
     if client is not None:
         with contextlib.suppress(Exception):
             client.close()

@@ -1,4 +1,7 @@
-"""SMTP faults at every stage, against a real loopback server that misbehaves on demand."""
+"""SMTP faults at every stage, against a real loopback server that misbehaves on demand.
+
+Every fault runs twice: with the server offering PIPELINING (the sender writes MAIL, RCPT and
+DATA at once and reads the replies in order) and without (one command at a time)."""
 
 from __future__ import annotations
 
@@ -23,12 +26,12 @@ steps:
 """
 
 
-@pytest.fixture
-def make_env(tmp_path, db_url):
+@pytest.fixture(params=["pipelined", "stepwise"])
+def make_env(request, tmp_path, db_url):
     made = []
 
     def make(rule=None, extra_config=""):
-        sink = SmtpSink(rule=rule).start()
+        sink = SmtpSink(rule=rule, pipelining=request.param == "pipelined").start()
         env = DeliveryEnv.create(tmp_path / f"ws{len(made)}", db_url, sink, campaign=CAMPAIGN, extra_config=extra_config)
         env.import_csv("email,status\nann@example.com,rejected\n", MON)
         env.tick(MON)  # enrol; the step falls due a minute later

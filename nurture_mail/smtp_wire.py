@@ -1,0 +1,224 @@
+"""Pipelined SMTP transactions (RFC 2920) on a connection aiosmtplib has opened.
+
+aiosmtplib greets, says EHLO, starts TLS and logs in; when the server offers PIPELINING the
+connection is handed to `Wire`, which sends MAIL FROM, RCPT TO and DATA in one write and reads
+every reply in order. One round trip for the envelope, one for the data, and no per-command
+futures, timeouts or address re-parsing: aiosmtplib's one-command-at-a-time protocol costs
+more CPU per message than rendering it.
+
+Exactly-once rests on one fact this module reports faithfully: whether the message data has
+started to leave (`DataPhaseLost`) or not (`EnvelopeLost`) when a connection breaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+MAX_LINE = 4096  # RFC 5321 allows 512 octets per reply line; be generous, never unbounded
+MAX_PENDING = 64 * 1024
+
+
+class WireError(Exception):
+    """The connection broke or the server spoke something that is not SMTP."""
+
+
+class EnvelopeLost(WireError):
+    """The connection broke before any of the message data was written."""
+
+    def __init__(self, message: str, *, nothing_heard: bool):
+        super().__init__(message)
+        self.nothing_heard = nothing_heard  # not even the MAIL reply: a stale reused connection
+
+
+class DataPhaseLost(WireError):
+    """The connection broke after the message data started: its fate is unknown."""
+
+
+def stuff(data: bytes) -> bytes:
+    """The DATA payload: CRLF line ends, leading dots doubled (RFC 5321 4.5.2), the final dot."""
+    if data.count(b"\n") != data.count(b"\r\n") or b"\r" in data.replace(b"\r\n", b""):
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if data.startswith(b"."):
+        data = b"." + data
+    data = data.replace(b"\r\n.", b"\r\n..")
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+def envelope_address(address: str, smtputf8: bool) -> tuple[bytes, bool]:
+    """`<address>` as bytes for MAIL FROM / RCPT TO, and whether it needs SMTPUTF8.
+
+    The address was validated when stored; this only refuses what would break the command
+    line (control characters, angle brackets) instead of trusting it."""
+    if any(ch in address for ch in "<>\r\n\0") or not address or len(address) > 320:
+        raise ValueError(f"address cannot be used in an SMTP envelope: {address!r}")
+    if address.isascii():
+        return b"<" + address.encode("ascii") + b">", False
+    if not smtputf8:
+        raise ValueError(f"{address} needs SMTPUTF8, which the SMTP server does not offer")
+    return b"<" + address.encode("utf-8") + b">", True
+
+
+class Wire(asyncio.Protocol):
+    """Reads every SMTP reply in order into a queue; the sender awaits them one by one."""
+
+    def __init__(self, transport: asyncio.Transport, *, smtputf8: bool, timeout: float):
+        self.transport = transport
+        self.smtputf8 = smtputf8
+        self.timeout = timeout
+        self.replies: deque[tuple[int, str]] = deque()
+        self.partial: list[str] = []
+        self.buffer = b""
+        self.waiter: asyncio.Future | None = None
+        self.lost: BaseException | None = None
+        self.data_started = False
+        self.broken = False  # a fault left the conversation in an unknown place: never reuse
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data if self.buffer else data
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            line = buffer[start : end + 1]
+            start = end + 1
+            if len(line) < 4 or not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
+                self._fail(WireError(f"not an SMTP reply: {line[:80]!r}"))
+                return
+            text = line[4:].strip(b" \t\r\n").decode("utf-8", "replace")
+            if line[3:4] == b"-":
+                self.partial.append(text)
+                if len(self.partial) > 100:
+                    self._fail(WireError("SMTP reply has too many lines"))
+                    return
+                continue
+            if self.partial:
+                text = "\n".join([*self.partial, text])
+                self.partial = []
+            self.replies.append((int(line[:3]), text))
+        self.buffer = buffer[start:]
+        if len(self.buffer) > MAX_LINE or len(self.replies) > MAX_PENDING:
+            self._fail(WireError("SMTP reply line too long"))
+            return
+        if self.waiter is not None and self.replies and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._fail(exc or ConnectionResetError("connection closed by the server"))
+
+    def eof_received(self) -> bool:
+        self._fail(ConnectionResetError("connection closed by the server"))
+        return False
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.lost is None:
+            self.lost = exc
+        self.broken = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    # -- the conversation ---------------------------------------------------------------------
+    @property
+    def usable(self) -> bool:
+        return not self.broken and self.lost is None and not self.transport.is_closing()
+
+    async def reply(self) -> tuple[int, str]:
+        """The next reply in order; raises WireError when the connection is gone."""
+        while not self.replies:
+            if self.lost is not None:
+                raise WireError(str(self.lost) or type(self.lost).__name__)
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.replies.popleft()
+
+    async def transaction(self, sender: bytes, recipient: bytes, payload: bytes, utf8: bool) -> tuple[str, int, str]:
+        """One message: (stage, code, text) of the reply that decided it.
+
+        stage is "MAIL FROM", "RCPT TO", "DATA" (the reply to the DATA command) or "sent"
+        (the reply after the data). Raises EnvelopeLost / DataPhaseLost when the connection
+        breaks, TimeoutError when the server stalls (before or after the data: the caller
+        tells which by `data_started`)."""
+        self.data_started = False
+        options = b" SMTPUTF8" if utf8 else b""
+        self.transport.write(b"MAIL FROM:" + sender + options + b"\r\nRCPT TO:" + recipient + b"\r\nDATA\r\n")
+        heard = 0
+        try:
+            async with asyncio.timeout(self.timeout):
+                mail = await self.reply()
+                heard = 1
+                rcpt = await self.reply()
+                data = await self.reply()
+        except WireError as exc:
+            self.broken = True
+            raise EnvelopeLost(str(exc), nothing_heard=heard == 0) from exc
+        except TimeoutError:
+            self.broken = True
+            raise
+        if data[0] == 354 and (mail[0] >= 300 or rcpt[0] >= 300):
+            # A server that accepted DATA without a sender or recipient: end it empty.
+            self.transport.write(b".\r\n")
+            await self._settle(1)
+        if mail[0] >= 300:
+            await self.reset()
+            return "MAIL FROM", *mail
+        if rcpt[0] >= 300:
+            await self.reset()
+            return "RCPT TO", *rcpt
+        if data[0] != 354:
+            await self.reset()
+            return "DATA", *data
+        self.data_started = True
+        self.transport.write(payload)
+        try:
+            async with asyncio.timeout(self.timeout):
+                done = await self.reply()
+        except (WireError, TimeoutError) as exc:
+            self.broken = True
+            raise DataPhaseLost(str(exc) or type(exc).__name__) from exc
+        return "sent", *done
+
+    async def _settle(self, count: int) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                for _ in range(count):
+                    await self.reply()
+        except (WireError, TimeoutError):
+            self.broken = True
+
+    async def reset(self) -> None:
+        """RSET after a refusal so the connection can carry the next message."""
+        if not self.usable:
+            return
+        self.transport.write(b"RSET\r\n")
+        try:
+            async with asyncio.timeout(self.timeout):
+                code, _ = await self.reply()
+        except (WireError, TimeoutError):
+            self.broken = True
+            return
+        if code >= 300:
+            self.broken = True
+
+    async def quit(self) -> None:
+        if self.usable:
+            self.transport.write(b"QUIT\r\n")
+            try:
+                async with asyncio.timeout(2):
+                    await self.reply()
+            except (WireError, TimeoutError):
+                pass
+        self.close()
+
+    def close(self) -> None:
+        self.broken = True
+        if not self.transport.is_closing():
+            self.transport.close()
