@@ -1,12 +1,14 @@
 """Candidate records: turning one imported row into a validated, normalised record.
 
 Pure: no database, no files. The importer feeds rows in; the store writes records out.
+Every value is checked against its column's size here (`FIELD_LIMITS`), so an over-long
+value is a clear message naming its row or option, never a database error.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -15,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 
 from .durations import parse_instant
+from .errors import NurtureError
 
 # Columns with a meaning of their own; every other column becomes a custom attribute.
 BUILTIN_FIELDS = (
@@ -96,18 +99,67 @@ def column_key(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", name.strip()).lower()
 
 
+def clean_tag(value: object) -> str:
+    """One tag as stored: no control characters, trimmed, lower-case ('' when blank)."""
+    tag = _CONTROL.sub("", str(value)).strip().lower()
+    limit = FIELD_LIMITS["tag"]
+    if len(tag) > limit:
+        raise RowError(
+            f"tag {tag[:20]!r}... is too long ({len(tag)} characters; the limit is {limit})"
+        )
+    return tag
+
+
 def parse_tags(value: object) -> tuple[str, ...]:
     if value is None:
         return ()
     items = value if isinstance(value, list) else str(value).split(";")
     tags = []
     for item in items:
-        tag = _CONTROL.sub("", str(item)).strip().lower()
-        if len(tag) > FIELD_LIMITS["tag"]:
-            raise RowError(f"tag {tag[:20]!r}... is too long (the limit is {FIELD_LIMITS['tag']} characters)")
+        tag = clean_tag(item)
         if tag and tag not in tags:
             tags.append(tag)
     return tuple(tags)
+
+
+def clean_status(value: str) -> str:
+    """A status as stored (one lower-case word of at most 50 characters), or RowError."""
+    status = _CONTROL.sub("", value).strip().lower()
+    if not _STATUS.match(status):
+        shown = repr(status) if len(status) <= 60 else f"{status[:20]!r}... ({len(status)} characters)"
+        raise RowError(f"invalid status {shown}: use a single lower-case word such as rejected")
+    return status
+
+
+def option_tags(option: str, values: Iterable[str]) -> tuple[str, ...]:
+    """Tags given on the command line (`--tag T`...), cleaned as a file's are.
+
+    NurtureError names the option: a tag the database cannot hold (over 100 characters) is
+    refused here, before anything is written, never left to fail as a database error.
+    """
+    tags: list[str] = []
+    for value in values:
+        try:
+            tag = clean_tag(value)
+        except RowError as exc:
+            raise NurtureError(f"{option}: {exc}") from None
+        if not tag:
+            raise NurtureError(f"{option}: a tag cannot be empty")
+        if ";" in tag:  # files separate tags with ";": such a tag could not be re-imported
+            raise NurtureError(f"{option}: {tag!r} contains ';'; give one {option} per tag")
+        if tag not in tags:
+            tags.append(tag)
+    return tuple(tags)
+
+
+def option_status(option: str, value: str | None) -> str | None:
+    """A status given on the command line (`--status S`), checked as a file's is."""
+    if value is None:
+        return None
+    try:
+        return clean_status(value)
+    except RowError as exc:
+        raise NurtureError(f"{option}: {exc}") from None
 
 
 def coerce_attribute(value: object) -> object:
@@ -171,10 +223,7 @@ def record_from_row(
 
     given_status = status or _clean_text("status", row.get("status"))
     if given_status:
-        given_status = given_status.lower()
-        if not _STATUS.match(given_status):
-            raise RowError(f"invalid status {given_status!r}: use a single lower-case word such as rejected")
-        fields["status"] = given_status
+        fields["status"] = clean_status(given_status)
 
     tz = _clean_text("timezone", row.get("timezone"))
     if tz:
@@ -219,7 +268,8 @@ def record_from_row(
         attributes[name] = coerce_attribute(_without_controls(value))
 
     tags = parse_tags(row.get("tags"))
-    for tag in extra_tags:
-        if tag.lower() not in tags:
-            tags = tags + (tag.lower(),)
+    for extra in extra_tags:
+        tag = clean_tag(extra)
+        if tag and tag not in tags:
+            tags = tags + (tag,)
     return CandidateRecord(email=email, fields=fields, tags=tags, attributes=attributes)

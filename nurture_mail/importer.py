@@ -21,6 +21,8 @@ from .candidates import (
     CandidateRecord,
     RowError,
     column_key,
+    option_status,
+    option_tags,
     record_from_row,
 )
 from .errors import ImportFileError
@@ -201,7 +203,20 @@ def records(
     status: str | None,
     report: ImportReport,
 ) -> Iterator[tuple[int, CandidateRecord]]:
-    """Validated records with their line; errors and in-file duplicates go to the report."""
+    """Validated records with their line; errors and in-file duplicates go to the report.
+
+    `extra_tags` and `status` (`--tag`, `--status`) are checked now, before any row is read:
+    a bad one is one NurtureError naming the option, not the same error on every row.
+    """
+    extra_tags = option_tags("--tag", extra_tags)
+    status = option_status("--status", status)
+    return _records(path, rows, extra_tags, status, report)
+
+
+def _records(
+    path: Path, rows: Iterator[Row], extra_tags: tuple[str, ...], status: str | None,
+    report: ImportReport,
+) -> Iterator[tuple[int, CandidateRecord]]:
     first_line: dict[str, int] = {}
     for row in rows:
         if row.error is not None:

@@ -1,16 +1,17 @@
-"""The skeleton cache: markdown-it, the layout and CSS inlining run once per template shape.
+"""The skeleton cache's tokens and its proofs: when string substitution equals a render.
 
 One Jinja pass renders the body with every `{{ }}` output replaced by an opaque token
 (`\\ue000<n>\\ue001`, private-use characters no value is allowed to contain), recording the
 values. The text part is that skeleton with each token replaced by the cleaned value. The
-Markdown skeleton keeps the tokens of "simple" values (see `md_simple`) and inlines the
+Markdown skeleton keeps the tokens of "simple" values (see `md_text`) and inlines the
 Markdown-escaped text of the others, so it is exactly today's Markdown except for the
 tokens; it is the key of the Markdown cache. The layout is evaluated the same way (values
 become tokens, `content` the HTML skeleton), the footer added, and CSS inlined once per
-document skeleton. A render on a warm cache is then string substitution.
+document skeleton. A render on a warm cache is then string substitution (`template_skeleton`
+runs it; `template_programs` evaluates the usual templates without Jinja).
 
 Equivalence with the full path rests on checks made once per skeleton (`analyze_markdown`,
-`analyze_document`) and per value (`md_simple`, `layout_simple`, `MarkdownEntry.accepts`);
+`analyze_document`) and per value (`md_text`, `layout_simple`, `MarkdownEntry.accepts`);
 when any does not hold the caller renders the full, uncached way. Every check is
 conservative: it refuses whenever a value could be read differently from its token.
 """
@@ -21,20 +22,19 @@ import contextvars
 import re
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import Undefined, nodes, pass_eval_context
+from jinja2 import nodes, pass_eval_context
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from .template_budget import MAX_VALUE, check, current_budget
+from .template_budget import check, current_budget
 from .template_values import clean_text, plain
 
 OPEN, CLOSE = "\ue000", "\ue001"
 TOKEN = re.compile("\ue000([0-9]+)\ue001")
-_MARKS = re.compile("[\ue000\ue001]")
+MARKS = re.compile("[\ue000\ue001]")
 _MD_SPACE = re.compile(r"\s+")
 CACHE_SIZE = 512
 
@@ -110,181 +110,6 @@ def token_pass_ok(tree: nodes.Template) -> tuple[bool, list[str]]:
                 return False, []
             includes.append(node.template.value)
     return True, includes
-
-
-# -- simple templates, evaluated without Jinja -------------------------------------------
-# A program is a list of ops: str (template text), ("out", path), ("if", branches, else_)
-# where a path is a tuple of names, branches a list of (condition, program) and a condition
-# ("truth" | "defined", path, negated) or ("eq", path, constant, negated).
-
-
-def _path(node: nodes.Node) -> tuple[str, ...] | None:
-    if isinstance(node, nodes.Name) and node.ctx == "load":
-        return (node.name,)
-    if isinstance(node, nodes.Getattr) and node.ctx == "load":
-        base = _path(node.node)
-        return None if base is None else (*base, node.attr)
-    return None
-
-
-def _condition(test: nodes.Node) -> tuple | None:
-    negated = False
-    while isinstance(test, nodes.Not):
-        negated, test = not negated, test.node
-    path = _path(test)
-    if path is not None:
-        return ("truth", path, negated)
-    if (isinstance(test, nodes.Test) and test.name == "defined" and not test.args
-            and not test.kwargs and test.dyn_args is None and test.dyn_kwargs is None):
-        path = _path(test.node)
-        return None if path is None else ("defined", path, negated)
-    if isinstance(test, nodes.Compare) and len(test.ops) == 1 and test.ops[0].op in ("eq", "ne"):
-        left, right = test.expr, test.ops[0].expr
-        if isinstance(left, nodes.Const):
-            left, right = right, left
-        path = _path(left)
-        if path is None or not isinstance(right, nodes.Const) or not isinstance(
-            right.value, str | int | bool | None
-        ):
-            return None
-        return ("eq", path, right.value, negated is (test.ops[0].op == "eq"))
-    return None
-
-
-def simple_program(
-    body: list[nodes.Node], include: Callable[[str], list[Any] | None] | None = None
-) -> list[Any] | None:
-    """`body` as a program if it only outputs text and variables, tests variables (truth,
-    `is defined`, `==`/`!=` a constant) and includes files by constant name; else None."""
-    program: list[Any] = []
-    for node in body:
-        if isinstance(node, nodes.Output):
-            for child in node.nodes:
-                if isinstance(child, nodes.TemplateData):
-                    if _MARKS.search(child.data):
-                        return None  # template text that could pass for a token
-                    program.append(child.data)
-                    continue
-                path = _path(child)
-                if path is None:
-                    return None
-                program.append(("out", path))
-        elif isinstance(node, nodes.If):
-            branches = []
-            for test, sub in [(node.test, node.body), *((e.test, e.body) for e in node.elif_)]:
-                condition = _condition(test)
-                if condition is None or condition[1][0] == "content":
-                    return None
-                inner = simple_program(sub, include)
-                if inner is None:
-                    return None
-                branches.append((condition, inner))
-            else_ = simple_program(node.else_, include)
-            if else_ is None:
-                return None
-            program.append(("if", branches, else_))
-        elif (isinstance(node, nodes.Include) and include is not None and node.with_context
-              and not node.ignore_missing and isinstance(node.template, nodes.Const)
-              and isinstance(node.template.value, str)):
-            inner = include(node.template.value)
-            if inner is None:
-                return None
-            program += inner
-        else:
-            return None
-    return program
-
-
-def layout_program(body: list[nodes.Node]) -> list[Any] | None:
-    return simple_program(body)
-
-
-class ProgramRun:
-    """Evaluates a program as Jinja would run its template (same lookups and tests, and
-    StrictUndefined's errors become Unsupported). Subclasses say what an output does."""
-
-    def __init__(self, env: Any, context: Mapping[str, Any]):
-        self.env = env
-        self.context = context
-        self.signature: list[Any] = []
-
-    def value(self, path: tuple[str, ...], undefined_ok: bool = False) -> Any:
-        try:
-            value = self.context[path[0]]
-        except KeyError:
-            raise Unsupported(f"{path[0]} is not a context variable") from None
-        getattr_ = self.env.getattr
-        for attr in path[1:]:
-            if isinstance(value, Undefined):
-                raise Unsupported("undefined")
-            value = getattr_(value, attr)
-        if isinstance(value, Undefined) and not undefined_ok:
-            raise Unsupported("undefined")
-        return value
-
-    def test(self, condition: tuple) -> bool:
-        kind, path = condition[0], condition[1]
-        if kind == "truth":
-            return bool(self.value(path)) is not condition[2]
-        if kind == "defined":
-            return isinstance(self.value(path, True), Undefined) is condition[2]
-        return bool(self.value(path) == condition[2]) is not condition[3]
-
-    def output(self, path: tuple[str, ...]) -> None:
-        raise NotImplementedError
-
-    def text(self, data: str) -> None:
-        pass
-
-    def run(self, program: list[Any]) -> None:
-        for op in program:
-            if type(op) is str:
-                self.text(op)
-            elif op[0] == "out":
-                self.output(op[1])
-            else:
-                _, branches, else_ = op
-                for number, (condition, body) in enumerate(branches):
-                    if self.test(condition):
-                        self.signature.append(number)
-                        self.run(body)
-                        break
-                else:
-                    self.signature.append(-1)
-                    self.run(else_)
-
-
-class TextRun(ProgramRun):
-    """The text environment's rendering (`finalize_text`, no autoescape); `tokens=True`
-    makes it the token pass (`finalize_token`): outputs recorded in `texts`."""
-
-    def __init__(self, env: Any, context: Mapping[str, Any], tokens: bool):
-        super().__init__(env, context)
-        self.tokens = tokens
-        self.chars = 0
-        self.out: list[str] = []
-        self.texts: list[str] = []
-
-    def text(self, data: str) -> None:
-        self.out.append(data)
-
-    def output(self, path: tuple[str, ...]) -> None:
-        value = self.value(path)
-        if type(value) is str and value.isprintable():  # the usual case, checked the same
-            if len(value) > MAX_VALUE:
-                raise Unsupported("value too large")
-            text = value
-        else:
-            if isinstance(value, Markup):
-                raise Unsupported("a trusted string reached the output")
-            check(value)
-            text = clean_text(plain(value))
-        self.chars += len(text)  # charged by the caller: only the total decides
-        if self.tokens:
-            self.out.append(token(len(self.texts)))
-            self.texts.append(text)
-        else:
-            self.out.append(text)
 
 
 # -- values ----------------------------------------------------------------------------------
@@ -373,7 +198,7 @@ _BLOCK_MARKERS = re.compile(r"[\s!-/:-@\[-`{-~0-9]*")
 def analyze_markdown(md: MarkdownIt, skeleton: str) -> MarkdownEntry | None:
     """The entry for `skeleton`, or None if a value could change the Markdown around it."""
     expected = [int(i) for i in TOKEN.findall(skeleton)]
-    if len(expected) != len(set(expected)) or _MARKS.search(TOKEN.sub("", skeleton)):
+    if len(expected) != len(set(expected)) or MARKS.search(TOKEN.sub("", skeleton)):
         return None
     left, right, line_start = set(), set(), set()
     for match in TOKEN.finditer(skeleton):
@@ -408,7 +233,7 @@ def analyze_markdown(md: MarkdownIt, skeleton: str) -> MarkdownEntry | None:
             if child.type == "text":
                 if "`" in child.content or "<" in child.content:
                     return None  # an unmatched opener a value's character could close
-                if _MARKS.search(child.content):
+                if MARKS.search(child.content):
                     if autolink:
                         return None
                     seen += [int(i) for i in TOKEN.findall(child.content)]
@@ -424,14 +249,14 @@ def analyze_markdown(md: MarkdownIt, skeleton: str) -> MarkdownEntry | None:
     html = md.renderer.render(tokens, md.options, env)
     if sorted(int(i) for i in TOKEN.findall(html)) != sorted(expected):
         return None
-    if _MARKS.search(TOKEN.sub("", html)):
+    if MARKS.search(TOKEN.sub("", html)):
         return None
     return MarkdownEntry(html, frozenset(left), frozenset(right), frozenset(line_start))
 
 
 def _has_marks(tok: Any) -> bool:
     fields = [tok.content, tok.info, tok.markup, *(str(v) for v in (tok.attrs or {}).values())]
-    if any(_MARKS.search(f) for f in fields if f):
+    if any(MARKS.search(f) for f in fields if f):
         return True
     return any(_has_marks(child) for child in tok.children or [])
 
@@ -460,7 +285,7 @@ def analyze_document(document: str) -> dict[int, str] | None:
 
     def place(segment_start: int, segment_end: int, kind: str) -> bool:
         segment = document[segment_start:segment_end]
-        if _MARKS.search(TOKEN.sub("", segment)):
+        if MARKS.search(TOKEN.sub("", segment)):
             return False
         for match in TOKEN.finditer(segment):
             start = segment_start + match.start()
@@ -481,7 +306,7 @@ def analyze_document(document: str) -> dict[int, str] | None:
             break
         if document.startswith("<!--", lt):
             end = document.find("-->", lt + 2)
-            if end < 0 or "--!" in document[lt:end + 3] or _MARKS.search(document[lt:end]):
+            if end < 0 or "--!" in document[lt:end + 3] or MARKS.search(document[lt:end]):
                 return None
             pos = end + 3
             continue
@@ -492,7 +317,7 @@ def analyze_document(document: str) -> dict[int, str] | None:
             document, lt
         )):
             end = document.find(">", lt)
-            if end < 0 or _MARKS.search(document[lt:end]):
+            if end < 0 or MARKS.search(document[lt:end]):
                 return None
             pos = end + 1
             continue
@@ -501,7 +326,7 @@ def analyze_document(document: str) -> dict[int, str] | None:
             pos = lt + 1  # a literal "<"
             continue
         closing, name = bool(match.group(1)), match.group(2).lower()
-        if _MARKS.search(name) or name in _REFUSED:
+        if MARKS.search(name) or name in _REFUSED:
             return None
         has_link = has_link or name == "link"
         pos = match.end()
@@ -513,7 +338,7 @@ def analyze_document(document: str) -> dict[int, str] | None:
                 pos += 1
                 break
             attr = _ATTR_NAME.match(document, pos)
-            if attr is None or _MARKS.search(attr.group()):
+            if attr is None or MARKS.search(attr.group()):
                 return None
             attr_name = attr.group().lower()
             pos = attr.end()
@@ -528,7 +353,7 @@ def analyze_document(document: str) -> dict[int, str] | None:
                     end = document.find(quote, pos + 1)
                     if end < 0:
                         return None
-                    if _MARKS.search(document[pos + 1:end]):
+                    if MARKS.search(document[pos + 1:end]):
                         if closing or name != "a" or attr_name not in ("href", "title"):
                             return None
                         if not place(pos + 1, end, "attr"):
@@ -538,7 +363,7 @@ def analyze_document(document: str) -> dict[int, str] | None:
                 else:
                     value = re.compile(r"[^\s>]*").match(document, pos)
                     assert value is not None
-                    if _MARKS.search(value.group()):
+                    if MARKS.search(value.group()):
                         return None
                     pos = value.end()
         if not closing and name in _RAW:
@@ -547,7 +372,7 @@ def analyze_document(document: str) -> dict[int, str] | None:
             if name == "title":
                 if not place(pos, end, "text"):
                     return None
-            elif _MARKS.search(document[pos:end]):
+            elif MARKS.search(document[pos:end]):
                 return None
             if name == "style":
                 css.append(document[pos:end])

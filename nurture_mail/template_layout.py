@@ -7,10 +7,13 @@ standard footer here is appended to the text part and to the HTML part.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 
 import css_inline
+
+from .errors import TemplateError
 
 BUILTIN_LAYOUT = """<!DOCTYPE html>
 <html lang="en">
@@ -54,13 +57,15 @@ def _reason(company_name: str) -> str:
     return f"You are receiving this because you have been in touch with {who} about a role."
 
 
-def _address_lines(address: str) -> list[str]:
-    return [line.strip() for line in address.splitlines() if line.strip()]
+@functools.lru_cache(maxsize=64)  # one address per install: split it once
+def address_lines(address: str) -> tuple[str, ...]:
+    """The postal address as the footer shows it: its non-blank lines, trimmed."""
+    return tuple(line.strip() for line in address.splitlines() if line.strip())
 
 
 def text_footer(text: str, company_name: str, address: str, unsubscribe_url: str) -> str:
     """`text` with the standard footer appended unless it already has link and address."""
-    lines = _address_lines(address)
+    lines = address_lines(address)
     has_address = all(line in text for line in lines)
     if unsubscribe_url in text and has_address:
         return text
@@ -70,6 +75,17 @@ def text_footer(text: str, company_name: str, address: str, unsubscribe_url: str
     if not has_address or unsubscribe_url not in text:
         parts += lines
     return "\n".join(parts) + "\n"
+
+
+def finish_page(
+    page: str, company_name: str, address: str, unsubscribe_url: str, layout_file: str
+) -> str:
+    """The rendered layout as sent: footer added when needed, CSS inlined."""
+    page = html_footer(page, company_name, address, unsubscribe_url)
+    try:
+        return inline_css(page)
+    except ValueError as exc:  # css_inline.InlineError
+        raise TemplateError(layout_file, None, f"CSS: {exc}") from None
 
 
 def html_footer(document: str, company_name: str, address: str, unsubscribe_url: str) -> str:
@@ -86,7 +102,7 @@ def footer_html(
 
     `href` replaces the escaped unsubscribe URL in the link (the skeleton cache's token).
     """
-    lines = [html.escape(line) for line in _address_lines(address)]
+    lines = [html.escape(line) for line in address_lines(address)]
     url = html.escape(unsubscribe_url)
     has_url = url in document or unsubscribe_url in document
     has_address = all(line in document for line in lines)

@@ -31,7 +31,14 @@ from .template_budget import (
     loop_filter,
     weight,
 )
-from .template_values import PathUndefined, Record, clean_text, markdown_escape, plain
+from .template_values import (
+    PathUndefined,
+    Record,
+    clean_text,
+    markdown_escape,
+    plain,
+    refuse_lazy,
+)
 
 
 class _BoundedCodeGenerator(CodeGenerator):
@@ -176,6 +183,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     def bounded_concat(self, parts: tuple, autoescape: bool) -> str:
         total = 0
         for part in parts:
+            refuse_lazy(part)
             total += weight(part)
             if total > MAX_VALUE:
                 raise BudgetExceeded(f"value too large (over {MAX_VALUE:,} characters)")

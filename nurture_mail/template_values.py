@@ -11,11 +11,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from jinja2 import StrictUndefined
+from jinja2.exceptions import TemplateRuntimeError
 
 _CONTROL_EXCEPT_NL_TAB = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _CRLF = re.compile(r"\r\n?")
 _MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
 _MD_SPACE = re.compile(r"\s+")
+_LINE_BREAKING = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
 
 
 def clean_text(value: str) -> str:
@@ -23,6 +25,11 @@ def clean_text(value: str) -> str:
     if value.isprintable():
         return value
     return _CONTROL_EXCEPT_NL_TAB.sub("", _CRLF.sub("\n", value))
+
+
+def one_line(value: str) -> str:
+    """Subject cleaning: any run of whitespace or control characters becomes one space."""
+    return _LINE_BREAKING.sub(" ", value).strip()
 
 
 def markdown_escape(value: str) -> str:
@@ -40,7 +47,20 @@ def markdown_escape(value: str) -> str:
 
 def plain(value: Any) -> str:
     """`value` as a plain str: a Markup that reaches a guard from outside is not trusted."""
-    return str.__str__(value) if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    refuse_lazy(value)
+    return str(value)
+
+
+def refuse_lazy(value: Any) -> None:
+    """A generator or other iterator (what `map`, `select`, `reject`, `reverse` give) has no
+    text but Python's `<generator object ... at 0x...>`: refuse it, saying what to do."""
+    if isinstance(value, Iterator):
+        raise TemplateRuntimeError(
+            "a filter chain ends in a lazy sequence, which has no text: end it with"
+            " | join(', ') (or | list)"
+        )
 
 
 class Record:
@@ -87,8 +107,11 @@ class Record:
 
 
 def _view(name: str, value: Any) -> Any:
-    if type(value) is str:
+    kind = type(value)
+    if kind is str:
         return value
+    if kind is dict:  # the usual mapping; the ABC check below costs more
+        return Record(name, value)
     if isinstance(value, str):
         return plain(value)
     if isinstance(value, Mapping):
@@ -104,9 +127,14 @@ def view(name: str, value: Any) -> Any:
 
 
 class PathUndefined(StrictUndefined):
-    """StrictUndefined whose message names the path: `'candidate.nickname' is undefined`."""
+    """StrictUndefined whose message names the path: `'candidate.nickname' is undefined`.
+
+    Its repr fails too: a list holding an undefined value (`tags | map(attribute='x') |
+    list`) would otherwise show the text "Undefined" wherever the list is shown.
+    """
 
     __slots__ = ()
+    __repr__ = StrictUndefined._fail_with_undefined_error
 
     @property
     def _undefined_message(self) -> str:

@@ -7,6 +7,9 @@ Routes:
   confirmation form, or nothing). Repeating it changes nothing and answers 200 again.
 - `GET /u/{token}` shows a confirmation page with a button; a GET never unsubscribes (link
   scanners and prefetchers follow GETs).
+- `/u/{token}/` (a trailing slash, as some mail clients and copy-pastes add) is the same page
+  and the same POST, served in place. Nothing here ever redirects: Starlette's trailing-slash
+  redirect builds its target from the Host header, which whoever sends the request controls.
 - Anything else under `/u/` - a forged, malformed or unknown token - is the router's own 404,
   byte for byte, so a probe learns nothing. A forgotten candidate's row (and with it the token
   key) is gone, so their old link is a 404 too: it cannot be told from a token never issued,
@@ -132,9 +135,9 @@ def create_app(settings: Settings, db: Database, *, clock: Callable[[], datetime
                 "Unsubscribed",
                 f"<h1>You are unsubscribed</h1><p>{who} gets no more email from {company}.</p>",
             )
-        # action is the token itself: relative to /u/TOKEN it resolves to the same URL, also
-        # behind a proxy that mounts this app under a prefix.
-        action = escape(request.path_params["token"])
+        # action is relative, so it resolves to this same URL also behind a proxy that mounts
+        # this app under a prefix: the token itself from /u/TOKEN, "." from /u/TOKEN/.
+        action = "." if request.url.path.endswith("/") else escape(request.path_params["token"])
         return page(
             "Unsubscribe",
             f"<h1>Unsubscribe?</h1><p>Stop email from {company} to {who}?</p>"
@@ -173,11 +176,14 @@ def create_app(settings: Settings, db: Database, *, clock: Callable[[], datetime
     routes = [
         Route("/u/{token}", confirm, methods=["GET"]),
         Route("/u/{token}", one_click, methods=["POST"]),
+        Route("/u/{token}/", confirm, methods=["GET"]),
+        Route("/u/{token}/", one_click, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/", dashboard, methods=["GET"]),
         Route("/report", dashboard, methods=["GET"]),
     ]
     app = Starlette(routes=routes)
+    app.router.redirect_slashes = False  # see the module docstring: never a redirect
     app.add_middleware(SecurityHeaders)
     return app
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from nurture_mail.errors import ImportFileError
+from nurture_mail.errors import ImportFileError, NurtureError
 from nurture_mail.importer import ImportReport, parse_mapping, read_rows, records
 from nurture_mail.models import Candidate, CandidateTag
 from nurture_mail.store import pool
@@ -256,3 +256,78 @@ def test_reserved_column_is_refused(db, tmp_path):
     with pytest.raises(ImportFileError) as err:
         do_import(db, f)
     assert str(err.value) == f"{f}:1: column 'created_at' is reserved (set by nurture itself); rename it with --map"
+
+
+# --- values longer than their column: a clear message, never a database error ---------------
+# candidate_tags.tag is VARCHAR(100) and candidates.status VARCHAR(50): PostgreSQL refuses
+# longer values (SQLite would store them). Both databases must give the same clean answer.
+
+
+def tags_of(db, email):
+    return pool.show_candidate(db, email)["tags"]
+
+
+def test_tag_option_longer_than_the_column_stops_the_import_before_writing(db, tmp_path):
+    f = tmp_path / "c.csv"
+    f.write_text("email\na@example.com\nb@example.com\n")
+    with pytest.raises(NurtureError) as error:
+        do_import(db, f, tags=("ok", "x" * 101))
+    assert str(error.value) == (
+        "--tag: tag 'xxxxxxxxxxxxxxxxxxxx'... is too long (101 characters; the limit is 100)"
+    )
+    with pytest.raises(NurtureError) as error:
+        do_import(db, f, status="s" * 51)
+    assert str(error.value).startswith("--status: invalid status 'sssssssssssssssssssss")
+    assert count(db) == 0
+    report = do_import(db, f, tags=(" Q4 ", "y" * 100), status="Rejected")
+    assert (report.created, report.errors) == (2, [])
+    assert tags_of(db, "a@example.com") == ["q4", "y" * 100]  # 100 fits the column exactly
+    assert pool.show_candidate(db, "b@example.com")["status"] == "rejected"
+
+
+def test_a_csv_tag_longer_than_the_column_is_reported_with_its_line(db, tmp_path):
+    f = tmp_path / "c.csv"
+    f.write_text(
+        "email,tags\n"
+        f"a@example.com,ok;{'x' * 101}\n"
+        f"b@example.com,{'y' * 100}\n"
+        f"c@example.com,\"z;{'s' * 300}\"\n"
+    )
+    report = do_import(db, f)
+    assert report.errors == [
+        f"{f}:2: tag 'xxxxxxxxxxxxxxxxxxxx'... is too long (101 characters; the limit is 100)",
+        f"{f}:4: tag 'ssssssssssssssssssss'... is too long (300 characters; the limit is 100)",
+    ]
+    assert (report.created, report.skipped) == (1, 2)
+    assert tags_of(db, "b@example.com") == ["y" * 100]
+
+
+def test_update_refuses_tags_and_statuses_the_database_cannot_hold(workspace, run_cli, db_url):
+    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
+    email = "maria.garcia@example.com"
+    assert email in run_cli("candidates", "list", "--format", "csv").stdout
+    before = run_cli("candidates", "show", email, "--format", "json").stdout
+    cases = [
+        (("--tag", "x" * 101),
+         "error: --tag: tag 'xxxxxxxxxxxxxxxxxxxx'... is too long (101 characters; the limit is 100)\n"),
+        (("--tag", "ok", "--untag", "u" * 150),
+         "error: --untag: tag 'uuuuuuuuuuuuuuuuuuuu'... is too long (150 characters; the limit is 100)\n"),
+        (("--tag", "  "), "error: --tag: a tag cannot be empty\n"),
+        (("--tag", "a;b"), "error: --tag: 'a;b' contains ';'; give one --tag per tag\n"),
+        (("--status", "s" * 51),
+         "error: --status: invalid status 'sssssssssssssssssssssssssssssssssssssssssssssssssss': "
+         "use a single lower-case word such as rejected\n"),
+        (("--status", "Not hired!"),
+         "error: --status: invalid status 'not hired!': use a single lower-case word such as rejected\n"),
+    ]
+    for args, message in cases:
+        result = run_cli("candidates", "update", email, *args)
+        assert (result.exit_code, result.stderr) == (1, message), args
+        assert "Traceback" not in result.stderr
+    assert run_cli("candidates", "show", email, "--format", "json").stdout == before
+    result = run_cli("candidates", "update", email, "--tag", " Alumni\t", "--tag", "t" * 100,
+                     "--status", "Withdrawn")
+    assert result.exit_code == 0, result.stderr
+    shown = json.loads(run_cli("candidates", "show", email, "--format", "json").stdout)
+    assert shown["status"] == "withdrawn"
+    assert {"alumni", "t" * 100} <= set(shown["tags"])

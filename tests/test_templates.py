@@ -109,6 +109,48 @@ def test_undefined_in_partial_points_at_the_partial(tmp_path: Path):
     assert str(error.value) == "templates/_p.md:2: 'sender.title' is undefined"
 
 
+
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        # A list of undefined values used to show as "[Undefined, Undefined]".
+        ("{{ candidate.tags | map(attribute='y') | list }}", "'str object' has no attribute 'y'"),
+        ("{{ candidate.jobs | map(attribute='salary') | list | string }}",
+         "'candidate.jobs.salary' is undefined"),
+        ("{{ 'Roles: ' ~ (candidate.jobs | map(attribute='salary') | list) }}",
+         "'candidate.jobs.salary' is undefined"),
+        ("{{ candidate.nope | map(attribute='y') | list }}", "'candidate.nope' is undefined"),
+        # A generator used to show as "<generator object sync_do_map at 0x7f...>".
+        ("{{ candidate.jobs | map(attribute='title') }}", "a filter chain ends in a lazy sequence"),
+        ("{{ candidate.tags | reverse }}", "a filter chain ends in a lazy sequence"),
+        ("{{ 'x' ~ candidate.tags | select }}", "a filter chain ends in a lazy sequence"),
+    ],
+)
+@pytest.mark.parametrize("cache", [True, False])
+def test_filter_chains_over_undefined_or_generators_are_errors(
+    tmp_path: Path, body: str, message: str, cache: bool
+):
+    directory = write(tmp_path / "templates", {"a.md": f"---\nsubject: s\n---\nHi\n{body}\n"})
+    ctx = context(tags=["python", "go"], jobs=[{"title": "SRE"}, {"title": "Data"}])
+    with pytest.raises(TemplateError) as error:
+        TemplateSet(directory).render("a", ctx, cache=cache)
+    assert str(error.value).startswith(f"templates/a.md:5: {message}")
+    assert "Undefined" not in str(error.value) and "0x" not in str(error.value)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_filter_chains_that_end_in_text_render(tmp_path: Path, cache: bool):
+    directory = write(tmp_path / "templates", {"a.md": (
+        "---\nsubject: s\n---\n"
+        "A {{ candidate.jobs | map(attribute='title') | join(', ') }}\n"
+        "B {{ candidate.jobs | map(attribute='title') | list }}\n"
+        "C {{ candidate.tags | map(attribute='y', default='-') | join(',') }}\n"
+        "D {{ candidate.tags | reverse | join(' ') }}\n"
+    )})
+    ctx = context(tags=["python", "go"], jobs=[{"title": "SRE"}, {"title": "Data"}])
+    email = TemplateSet(directory).render("a", ctx, cache=cache)
+    assert email.text.startswith("A SRE, Data\nB ['SRE', 'Data']\nC -,-\nD go python\n")
+
 def test_syntax_errors_reported_with_file_and_line(tmp_path: Path):
     directory = write(tmp_path / "templates", {
         "bad.md": "---\nsubject: Hi\n---\nfine\n{{ candidate.first_name | }}\nmore\n",

@@ -1,4 +1,4 @@
-"""The skeleton cache (template_cache) renders byte for byte what the full path renders.
+"""The skeleton cache (template_skeleton) renders byte for byte what the full path renders.
 
 One TemplateSet per directory is shared by all examples, so the cache is warm with earlier
 examples' skeletons and every example checks a cached render against `cache=False`.
@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nurture_mail import template_skeleton
 from nurture_mail.templates import TemplateSet
 
 SKELETON = Path(__file__).resolve().parents[1] / "nurture_mail" / "skeleton" / "templates"
@@ -226,15 +227,14 @@ def typical(i: int) -> dict[str, Any]:
 def test_typical_renders_hit_the_cache(template_sets: list[TemplateSet], monkeypatch):
     """Ordinary values take the whole fast path: no full render, no per-email CSS inlining."""
     slow: list[str] = []
-    for method in ("_render_full", "_finish_page"):
-        original = getattr(TemplateSet, method)
+    for owner, name in ((TemplateSet, "_render_full"), (template_skeleton, "finish_page")):
+        original = getattr(owner, name)
 
-        def counting(self: TemplateSet, *args: Any, _original: Any = original,
-                     _name: str = method) -> Any:
+        def counting(*args: Any, _original: Any = original, _name: str = name) -> Any:
             slow.append(_name)
-            return _original(self, *args)
+            return _original(*args)
 
-        monkeypatch.setattr(TemplateSet, method, counting)
+        monkeypatch.setattr(owner, name, counting)
     shipped, attrs, builtin = template_sets[0], template_sets[1], template_sets[4]
     cases = [(shipped, name) for name in shipped.names()] + [
         (ts, name) for ts in (attrs, builtin)
@@ -260,4 +260,4 @@ def test_cache_is_bounded(template_sets: list[TemplateSet]):
         context = typical(i)
         context["company"]["name"] = f"Acme {i}!"  # a value inlined into the skeleton
         ts.render("check-in", context)
-    assert len(ts._md_cache) <= 512 and len(ts._page_cache) <= 512
+    assert len(ts._skeleton.md_cache) <= 512 and len(ts._skeleton.page_cache) <= 512

@@ -15,6 +15,7 @@ import threading
 import time
 import warnings
 from datetime import UTC, datetime, timedelta
+from itertools import product
 
 import httpx
 import pytest
@@ -160,6 +161,47 @@ def test_the_confirmation_form_submission_unsubscribes(site):
     assert suppression(db, "dana@example.com") == "unsubscribed"
 
 
+
+def test_a_trailing_slash_shows_the_same_page_and_unsubscribes_without_a_redirect(site):
+    """A link pasted with a trailing slash (some mail clients add one) still works, in place."""
+    client, db, _ = site
+    token = token_for(db, "dana@example.com")
+    page = client.get(f"/u/{token}/", headers={"host": "evil.example"})
+    assert page.status_code == 200 and "location" not in page.headers
+    assert_security_headers(page)
+    assert "d***@example.com" in page.text and "<button" in page.text
+    assert suppression(db, "dana@example.com") is None  # a GET never unsubscribes
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]+)">', page.text))
+    action = re.search(r'action="([^"]+)"', page.text).group(1)
+    target = httpx.URL(f"http://testserver/u/{token}/").join(action)
+    assert target.path == f"/u/{token}/"  # the form posts back to the page it is on
+    r = client.post(str(target), data=fields)
+    assert (r.status_code, "location" in r.headers) == (200, False)
+    assert "unsubscribed" in r.text
+    assert suppression(db, "dana@example.com") == "unsubscribed"
+    assert suppression(db, "lee@example.com") is None
+    # One-click straight to the slashed URL (RFC 8058 clients POST the header's URL as is).
+    lee = token_for(db, "lee@example.com")
+    r = client.post(f"/u/{lee}/", content="List-Unsubscribe=One-Click")
+    assert (r.status_code, "location" in r.headers) == (200, False)
+    assert suppression(db, "lee@example.com") == "unsubscribed"
+
+
+@pytest.mark.parametrize("path", ["/u/{token}/", "/u/{forged}/", "/u/{token}//", "/report/",
+                                  "/healthz/", "/u/", "/u"])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_no_path_redirects_anywhere_whatever_the_host_header(site, path, method):
+    """Starlette's trailing-slash redirect built its Location from the Host header."""
+    client, db, _ = site
+    token = token_for(db, "dana@example.com")
+    url = path.format(token=token, forged=flip(token, 3))
+    r = client.request(method, url, headers={"host": "evil.example"}, content="")
+    assert r.status_code in (200, 403, 404, 405), r.status_code
+    assert "location" not in r.headers
+    assert "evil.example" not in r.text
+    unsubscribed = (method, path) == ("POST", "/u/{token}/")
+    assert suppression(db, "dana@example.com") == ("unsubscribed" if unsubscribed else None)
+
 def test_repeat_post_is_a_no_op(site):
     client, db, _ = site
     token = token_for(db, "dana@example.com")
@@ -236,9 +278,9 @@ def test_forged_tokens_are_404_and_change_nothing(site):
     assert plain_404.status_code == 404
     events = count(db, Event)
     for name, token in forged_tokens(db).items():
-        for method in ("GET", "POST"):
-            r = client.request(method, f"/u/{token}", content="List-Unsubscribe=One-Click")
-            assert r.status_code == 404, (name, method)
+        for method, path in product(("GET", "POST"), (f"/u/{token}", f"/u/{token}/")):
+            r = client.request(method, path, content="List-Unsubscribe=One-Click")
+            assert r.status_code == 404, (name, method, path)
             # Exactly the router's own 404: nothing tells a forged token from a wrong path.
             assert r.text == plain_404.text, name
             assert_security_headers(r)

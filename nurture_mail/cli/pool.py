@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from ..candidates import RowError, normalise_email
+from ..candidates import RowError, normalise_email, option_status, option_tags
 from ..errors import NurtureError
 from . import cli
 from .context import AppContext
@@ -122,8 +122,10 @@ def update(app: AppContext, email, status, add, remove):
 
     if not (status or add or remove):
         raise click.UsageError("nothing to change: give --status, --tag or --untag")
+    status = option_status("--status", status or None)
+    add, remove = option_tags("--tag", add), option_tags("--untag", remove)
     data = pool.update_candidate(
-        app.db, _address(email), status=status.lower() if status else None, add_tags=add, remove_tags=remove, now=app.clock()
+        app.db, _address(email), status=status, add_tags=add, remove_tags=remove, now=app.clock()
     )
     click.echo(f"{data['email']}: status {data['status']}, tags {';'.join(data['tags']) or '-'}")
 
