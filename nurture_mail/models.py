@@ -112,6 +112,14 @@ class Enrollment(Base):
             postgresql_where=text("needs_next"),
             sqlite_where=text("needs_next"),
         ),
+        # Exits as `nurture report` counts them, read in group order from this index alone;
+        # only ended enrollments are in it, so sends and schedules never touch it.
+        Index(
+            "ix_enrollments_exits",
+            "campaign_id", "exit_reason", "last_step_id", "exited_at",
+            postgresql_where=text("exit_reason IS NOT NULL"),
+            sqlite_where=text("exit_reason IS NOT NULL"),
+        ),
     )
 
 
@@ -166,6 +174,14 @@ class Send(Base):
             "campaign_id", "step_id", "variant", "state", "step_number", "sent_at", "updated_at",
         ),
         Index("ix_sends_candidate", "candidate_id"),
+        # Each candidate's last contact for the warm pool, one probe each; a send enters it once,
+        # when accepted. `state` is a column too, so that SQLite reads this index alone.
+        Index(
+            "ix_sends_contact",
+            "candidate_id", "state", "sent_at",
+            postgresql_where=text("state = 'sent'"),
+            sqlite_where=text("state = 'sent'"),
+        ),
     )
 
 
@@ -201,6 +217,13 @@ class Inbound(Base):
         # What came back about each send, read by `nurture report` from this index alone in
         # send order (no table rows); inbound is written once per message, so it costs little.
         Index("ix_inbound_report", "send_id", "kind", "bounce", "received_at"),
+        # Each candidate's last reply for the warm pool, one probe each.
+        Index(
+            "ix_inbound_replies",
+            "candidate_id", "kind", "received_at",
+            postgresql_where=text("kind = 'reply'"),
+            sqlite_where=text("kind = 'reply'"),
+        ),
     )
 
 

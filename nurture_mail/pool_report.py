@@ -1,6 +1,6 @@
 """`nurture report pool`: the warm pool - who answered recently, who is cooling, who went cold.
 
-The grouping, filters and order are SQL (`store.reports.pool_rows`); this module shapes rows
+The grouping, filters and order are SQL (`store.warm_pool.pool_rows`); this module shapes rows
 for people (first line of the last reply) and programs (JSON, CSV).
 """
 
@@ -10,12 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .store import pool as pool_store
-from .store import reports as store
+from .store import warm_pool as store
 from .store.ledger import aware
+from .warmth import COLD_DAYS, GROUPS, WARM_DAYS, PoolFilter
 
-GROUPS = ("warm", "cooling", "cold")
-WARM_DAYS = 90
-COLD_DAYS = 180
 COLUMNS = ("group", "email", "name", "owner", "tags", "status", "last_contact", "last_reply", "reply")
 LINE_MAX = 120
 
@@ -65,7 +63,7 @@ def gather_pool(
     now: datetime,
     warm_days: int = WARM_DAYS,
     cold_days: int = COLD_DAYS,
-    where: store.PoolFilter = store.PoolFilter(),
+    where: PoolFilter = PoolFilter(),
     sort: str = "group",
     limit: int | None = None,
 ) -> PoolReport:

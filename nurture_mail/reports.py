@@ -1,20 +1,23 @@
 """Report rows -> a report: campaigns with their steps and variants, then JSON, CSV and table rows.
 
-Pure: the store hands over aggregates (counts, rates and percentiles computed in SQL), this
-module arranges them, adds the variant significance note and formats. Nothing here reads the
-clock or the database; `gather` is the one function that asks the store.
+The store counts (sends by state and week, what came back, hours of delay to a reply); this
+module adds the counts up to variants, steps and campaigns, works out rates, time to reply
+(`reply_times.py`) and the variant significance note, and formats. Nothing here reads the clock
+or the database but `gather`, the one function that asks the store.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from . import reply_times
 from .errors import NotFound
 from .store import reports as store
 from .store.ledger import aware
+from .store.responses import CameBack, GroupKey, Kind, Tally
 
 # A variant comparison needs at least this many delivered sends per variant, and this many
 # replies in all, before a z-score means anything.
@@ -36,7 +39,12 @@ class Stats:
         return self.counts["replied"]
 
 
-EMPTY = Stats({c: 0 for c in store.COUNTS}, 0, None)
+# The counts of every variant, step and campaign.
+COUNTS = (
+    "sends", "sent", "scheduled", "deferred", "failed", "unknown", "skipped", "cancelled",
+    "replied", "auto_replies", "bounced", "bounced_hard", "bounced_soft",
+)
+EMPTY = Stats(dict.fromkeys(COUNTS, 0), 0, None)
 
 
 @dataclass(frozen=True)
@@ -125,34 +133,113 @@ def compare_variants(variants: list[VariantReport]) -> VariantTest | None:
     return VariantTest(a.id, b.id, z, True, f"{a.id} beats {b.id} (z={shown}, p<0.05)")
 
 
+# --- adding up ----------------------------------------------------------------------------------
+
+# Ledger states as report columns; `claimed` is being sent right now: still scheduled.
+_STATE_COLUMNS = {"sent": "sent", "scheduled": "scheduled", "claimed": "scheduled", "deferred": "deferred",
+                  "failed": "failed", "unknown": "unknown", "skipped": "skipped", "cancelled": "cancelled"}
+_KIND_COLUMNS = {Kind.REPLIED: ("replied",), Kind.AUTO_REPLIED: ("auto_replies",),
+                 Kind.BOUNCED_SOFT: ("bounced", "bounced_soft"), Kind.BOUNCED_HARD: ("bounced", "bounced_hard")}
+
+# (level, campaign, step, variant): step and variant None above their level.
+LevelKey = tuple[str, str, str | None, str | None]
+
+
+def _levels(group: GroupKey) -> tuple[LevelKey, ...]:
+    campaign, step, variant = group
+    return ("variant", campaign, step, variant), ("step", campaign, step, None), ("campaign", campaign, None, None)
+
+
+@dataclass
+class Figures:
+    """One variant, step or campaign while its counts are added up."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
+    step_number: int | None = None
+    hours: dict[int, int] = field(default_factory=dict)  # hour of delay -> first replies
+    members: set[int] = field(default_factory=set)  # the finest groups in it, by position
+
+
+@dataclass
+class Totals:
+    """What the store counted, added up per variant, step and campaign."""
+
+    levels: dict[LevelKey, Figures]
+    weekly: list[tuple[date, int, int]]  # (Monday, sent, first replies), weeks with either
+
+    def wanted(self, tally: Tally) -> set[tuple[int, int]]:
+        """(group, hour): the delays the percentiles of every level need exactly."""
+        return {(g, hour) for figures in self.levels.values()
+                for hour in reply_times.wanted_hours(figures.hours)
+                for g in figures.members if hour in tally.hours.get(g, {})}
+
+
+def add_up(counts: store.LedgerCounts, tally: Tally, groups: Sequence[GroupKey]) -> Totals:
+    """The store's counts per (campaign, step, variant) and state, and its tally of what came
+    back per group, added up to every level. `groups` numbers the tally's groups."""
+    position = {group: g for g, group in enumerate(groups)}
+    levels: dict[LevelKey, Figures] = {}
+    weeks = {week: [n, 0] for week, n in counts.weekly.items()}
+    for row in counts.states:
+        group = (row.campaign, row.step, row.variant)
+        column = _STATE_COLUMNS.get(row.state)
+        for key in _levels(group):
+            figures = levels.setdefault(key, Figures())
+            figures.members.add(position[group])
+            figures.counts["sends"] += row.n
+            if column:
+                figures.counts[column] += row.n
+            if key[0] != "campaign" and (figures.step_number is None or row.step_number < figures.step_number):
+                figures.step_number = row.step_number
+    for g, kinds in tally.kinds.items():
+        for key in _levels(groups[g]):
+            figures = levels[key]
+            for kind, n in kinds.items():
+                for column in _KIND_COLUMNS[kind]:
+                    figures.counts[column] += n
+            for hour, n in tally.hours.get(g, {}).items():
+                figures.hours[hour] = figures.hours.get(hour, 0) + n
+    for week, n in tally.weekly.items():
+        weeks.setdefault(week, [0, 0])[1] += n
+    weekly = sorted((store.monday(w), sent, replied) for w, (sent, replied) in weeks.items())
+    return Totals(levels, weekly)
+
+
+def level_stats(totals: Totals, exact: dict[tuple[int, int], list[float]]) -> dict[LevelKey, Stats]:
+    """Stats of every level: rates from the counts, time to reply from the hours and the exact
+    delays of the wanted ones (`Totals.wanted`)."""
+    out = {}
+    for key, figures in totals.levels.items():
+        counts = figures.counts
+        delivered = counts["sent"] - counts["bounced"]
+        hours = {hour: [d for g in figures.members for d in exact.get((g, hour), ())]
+                 for hour in reply_times.wanted_hours(figures.hours)}
+        median, p90 = reply_times.percentiles(figures.hours, hours)
+        out[key] = Stats(counts, delivered, counts["replied"] / delivered if delivered else None, median, p90)
+    return out
+
+
 def build(
     *,
     as_of: datetime,
     since: datetime | None,
     campaigns: list[store.CampaignInfo],
-    groups: list[store.GroupRow],
+    totals: Totals,
+    stats: dict[LevelKey, Stats],
     enrollments: dict[str, tuple[int, int]],
     exits: list[tuple[str, str | None, str, int]],
-    weekly: list[tuple[date, int, int]],
 ) -> Report:
-    """Arrange the store's aggregates into campaigns > steps > variants. `weekly` may be daily
+    """Arrange the figures into campaigns > steps > variants. `totals.weekly` may hold daily
     counts: they are summed into weeks starting on Monday."""
-
-    def stats(row: store.GroupRow) -> Stats:
-        return Stats(row.counts, row.delivered, row.reply_rate, row.median, row.p90)
-
-    by_level: dict[str, list[store.GroupRow]] = {"campaign": [], "step": [], "variant": []}
-    for row in groups:
-        by_level[row.level].append(row)
     out = []
     for info in campaigns:
         steps: dict[str, StepReport] = {}
-        for row in by_level["step"]:
-            if row.campaign == info.id:
-                steps[row.step] = StepReport(row.step, row.step_number, stats(row))
-        for row in by_level["variant"]:
-            if row.campaign == info.id and row.step in steps:
-                steps[row.step].variants.append(VariantReport(row.variant, stats(row)))
+        for (level, cid, step, variant), figures in totals.levels.items():
+            if level == "step" and cid == info.id:
+                steps[step] = StepReport(step, figures.step_number, stats[(level, cid, step, variant)])
+        for (level, cid, step, variant) in totals.levels:
+            if level == "variant" and cid == info.id and step in steps:
+                steps[step].variants.append(VariantReport(variant, stats[(level, cid, step, variant)]))
         campaign_exits: dict[str, int] = {}
         for cid, step, reason, n in exits:
             if cid != info.id:
@@ -167,7 +254,7 @@ def build(
                 step.variants = []  # a step without variants lists none
             step.variants.sort(key=lambda v: (v.id is None, v.id or ""))
             step.test = compare_variants(step.variants)
-        total = next((stats(r) for r in by_level["campaign"] if r.campaign == info.id), EMPTY)
+        total = stats.get(("campaign", info.id, None, None), EMPTY)
         enrolled, active = enrollments.get(info.id, (0, 0))
         order = {s: i for i, s in enumerate(info.steps)}
         ordered = sorted(
@@ -176,7 +263,7 @@ def build(
         )
         out.append(CampaignReport(info.id, info.name, info.status, enrolled, active, total,
                                   ordered, dict(sorted(campaign_exits.items()))))
-    return Report(as_of, since, out, every_week(weekly))
+    return Report(as_of, since, out, every_week(totals.weekly))
 
 
 def every_week(days: list[tuple[date, int, int]]) -> list[tuple[date, int, int]]:
@@ -198,23 +285,24 @@ def every_week(days: list[tuple[date, int, int]]) -> list[tuple[date, int, int]]
 
 
 def gather(db, *, now: datetime, since: datetime | None = None, campaign: str | None = None) -> Report:
-    """Run the report queries (one read transaction) and build the report."""
+    """Run the report queries (one snapshot of the database) and build the report."""
+    filters = {"since": since, "campaign": campaign}
     with db.sessions() as session:
-        store.prepare(session)
+        store.snapshot(session)
         infos = store.campaigns(session, campaign)
         if campaign is not None and not infos:
             raise NotFound(f"no campaign {campaign!r} (not in campaigns/, never enrolled anyone)")
-        filters = {"since": since, "campaign": campaign}
-        groups, weekly = store.ledger(session, **filters)
-        return build(
-            as_of=now,
-            since=since,
-            campaigns=infos,
-            groups=groups,
-            enrollments=store.enrollment_counts(session, **filters),
-            exits=store.exits(session, **filters),
-            weekly=weekly,
-        )
+        counts = store.state_counts(session, **filters)
+        groups = sorted({(c.campaign, c.step, c.variant) for c in counts.states},
+                        key=lambda g: (g[0], g[1], g[2] is not None, g[2] or ""))
+        with CameBack(session, groups, **filters) as came_back:
+            tally = came_back.tally()
+            totals = add_up(counts, tally, groups)
+            exact = came_back.delays(totals.wanted(tally))
+        enrollments = store.enrollment_counts(session, **filters)
+        exits = store.exits(session, **filters)
+    return build(as_of=now, since=since, campaigns=infos, totals=totals, stats=level_stats(totals, exact),
+                 enrollments=enrollments, exits=exits)
 
 
 # --- shapes -----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from nurture_mail import pool_report, reports
 from nurture_mail.durations import parse_instant
 from nurture_mail.reports import VariantReport, compare_variants, two_proportion_z
-from nurture_mail.store.reports import PoolFilter
+from nurture_mail.warmth import PoolFilter
 
 from .report_ledger import T0, H, Ledger, build_alpha, utc
 
@@ -301,7 +301,10 @@ def test_percentiles_match_percentile_cont_on_random_delays(db):
                         number=1 if step == "s1" else 2)
         if i % 7 == 0:
             continue  # no reply
-        seconds = rng.choice([3600, 7200, rng.randrange(0, 3 * 86400), rng.randrange(3000, 4000)])
+        # Exact hours, a spread, one hour's worth of near ties, and replies stamped before
+        # their send (a clock off by minutes): a negative delay.
+        seconds = rng.choice([3600, 7200, rng.randrange(0, 3 * 86400), rng.randrange(3000, 4000),
+                              rng.randrange(-5000, 0)])
         led.inbound("reply", sent_at + timedelta(seconds=seconds), send=send, candidate=cand, campaign="rand")
         led.inbound("reply", sent_at + timedelta(seconds=seconds + 600), send=send, candidate=cand, campaign="rand")
         delays.setdefault((step, variant), []).append(float(seconds))
@@ -322,3 +325,39 @@ def test_percentiles_match_percentile_cont_on_random_delays(db):
         check(step.stats, [d for (s, _), values in delays.items() if s == step.id for d in values])
         for v in step.variants:
             check(v.stats, delays[(step.id, v.id)])
+
+
+def test_reply_times_from_hours_are_percentile_cont():
+    # The pure half of the SQLite path: hours of delay, then the exact delays of the wanted
+    # hours only, give percentile_cont exactly.
+    import random
+
+    from nurture_mail import reply_times
+
+    rng = random.Random(3)
+    assert reply_times.percentiles({}, {}) == (None, None)
+    for n in (1, 2, 3, 4, 9, 10, 11, 250):
+        values = [rng.choice([3600.0, -60.0, 0.0, rng.uniform(-7200, 5 * 86400)]) for _ in range(n)]
+        hours: dict[int, int] = {}
+        exact: dict[int, list[float]] = {}
+        for v in values:
+            hour = int(v / 3600)  # truncated, as SQLite's CAST does
+            hours[hour] = hours.get(hour, 0) + 1
+            exact.setdefault(hour, []).append(v)
+        wanted = reply_times.wanted_hours(hours)
+        assert len(wanted) <= 4
+        median, p90 = reply_times.percentiles(hours, {h: exact[h] for h in wanted})
+        assert median == pytest.approx(_percentile_cont(values, 0.5))
+        assert p90 == pytest.approx(_percentile_cont(values, 0.9))
+
+
+def test_report_leaves_no_temporary_tables(db, alpha):
+    # The tally's temporary tables go with the report: a pooled connection does not keep them.
+    reports.gather(db, now=NOW)
+    reports.gather(db, now=NOW, campaign="alpha")
+    temporary = {
+        "sqlite": "SELECT name FROM sqlite_temp_master",
+        "postgresql": "SELECT relname FROM pg_class WHERE relnamespace = pg_my_temp_schema()",
+    }[db.dialect]
+    with db.engine.connect() as conn:  # the pool's last connection: the one the report used
+        assert conn.exec_driver_sql(temporary).all() == []

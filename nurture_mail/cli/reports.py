@@ -1,4 +1,9 @@
-"""`nurture report [CAMPAIGN]` and `nurture report pool`."""
+"""`nurture report [CAMPAIGN]` and `nurture report pool`.
+
+The report modules (and through them the database layer, Jinja2 for html, rich for the table)
+are imported by the command when it runs, for the format it writes: every other command starts
+without them.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,19 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from .. import pool_report, reports
 from ..durations import resolve_moment
 from ..errors import NurtureError
-from ..report_html import POOL_ROWS_SHOWN, render
-from ..store.reports import POOL_SORTS, PoolFilter
+from ..warmth import COLD_DAYS, GROUPS, SORTS, WARM_DAYS, PoolFilter
 from . import cli
 from .context import AppContext
 from .output import _cell
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @cli.command()
@@ -30,10 +35,10 @@ from .output import _cell
 @click.option("--owner", metavar="NAME", help="pool: only candidates of this owner.")
 @click.option("--tag", "tags", multiple=True, metavar="T", help="pool: only candidates with this tag (repeat: all of them).")
 @click.option("--campaign", "pool_campaign", metavar="ID", help="pool: only candidates enrolled in this campaign.")
-@click.option("--group", type=click.Choice(pool_report.GROUPS), help="pool: only this group.")
-@click.option("--sort", type=click.Choice(POOL_SORTS), default="group", show_default=True, help="pool: order of the rows.")
-@click.option("--warm-days", type=click.IntRange(min=1), default=pool_report.WARM_DAYS, show_default=True, help="pool: a reply this recent makes a candidate warm.")
-@click.option("--cold-days", type=click.IntRange(min=1), default=pool_report.COLD_DAYS, show_default=True, help="pool: no contact either way for this long makes a candidate cold.")
+@click.option("--group", type=click.Choice(GROUPS), help="pool: only this group.")
+@click.option("--sort", type=click.Choice(SORTS), default="group", show_default=True, help="pool: order of the rows.")
+@click.option("--warm-days", type=click.IntRange(min=1), default=WARM_DAYS, show_default=True, help="pool: a reply this recent makes a candidate warm.")
+@click.option("--cold-days", type=click.IntRange(min=1), default=COLD_DAYS, show_default=True, help="pool: no contact either way for this long makes a candidate cold.")
 @click.pass_obj
 def report(app: AppContext, campaign, since, fmt, output, owner, tags, pool_campaign, group, sort,
            warm_days, cold_days):
@@ -50,10 +55,15 @@ def report(app: AppContext, campaign, since, fmt, output, owner, tags, pool_camp
     if campaign == "pool":
         if since:
             raise click.UsageError("--since applies to campaign reports, not to `report pool`")
-        # The page shows the first rows only: the rest stay in the database.
-        shown = POOL_ROWS_SHOWN if fmt == "html" else None
+        from .. import pool_report
+
+        limit = None
+        if fmt == "html":  # the page shows the first rows only: the rest stay in the database
+            from ..report_html import POOL_ROWS_SHOWN
+
+            limit = POOL_ROWS_SHOWN
         pool = pool_report.gather_pool(app.db, now=now, warm_days=warm_days, cold_days=cold_days,
-                                       where=pool_filter, sort=sort, limit=shown)
+                                       where=pool_filter, sort=sort, limit=limit)
         text = _pool_text(pool, fmt, settings.company_name)
     else:
         pool_options = (("--owner", owner), ("--tag", tags), ("--campaign", pool_campaign),
@@ -65,6 +75,8 @@ def report(app: AppContext, campaign, since, fmt, output, owner, tags, pool_camp
             start = resolve_moment(since, now) if since else None
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--since") from None
+        from .. import reports
+
         result = reports.gather(app.db, now=now, since=start, campaign=campaign)
         text = _report_text(app, result, fmt, campaign, warm_days, cold_days, sort)
     if output is None:
@@ -78,16 +90,23 @@ def report(app: AppContext, campaign, since, fmt, output, owner, tags, pool_camp
 
 
 def _report_text(app, result, fmt, campaign, warm_days, cold_days, sort) -> str:
+    from .. import reports
+
     if fmt == "json":
-        return json.dumps(reports.to_json(result), ensure_ascii=False, indent=2) + "\n"
+        return _json(reports.to_json(result))
     if fmt == "csv":
         return _csv(reports.flat_rows(result), reports.CSV_COLUMNS)
     if fmt == "html":
+        from .. import pool_report
+        from ..report_html import POOL_ROWS_SHOWN, render
+
         pool = pool_report.gather_pool(app.db, now=result.as_of, warm_days=warm_days,
                                        cold_days=cold_days, where=PoolFilter(campaign=campaign),
                                        sort=sort, limit=POOL_ROWS_SHOWN)
         name = app.settings.company_name
         return render(result, pool, title=f"{name}: nurture report", company=name)
+    from rich.table import Table
+
     table = Table(title="nurture report" + (f" since {result.since:%Y-%m-%d %H:%M} UTC" if result.since else ""),
                   header_style="bold")
     for column in reports.TABLE_COLUMNS:
@@ -104,12 +123,18 @@ def _report_text(app, result, fmt, campaign, warm_days, cold_days, sort) -> str:
 
 
 def _pool_text(pool, fmt, company) -> str:
+    from .. import pool_report
+
     if fmt == "json":
-        return json.dumps(pool_report.to_json(pool), ensure_ascii=False, indent=2) + "\n"
+        return _json(pool_report.to_json(pool))
     if fmt == "csv":
         return _csv(pool.rows, pool_report.COLUMNS)
     if fmt == "html":
+        from ..report_html import render
+
         return render(None, pool, title=f"{company}: warm pool", company=company)
+    from rich.table import Table
+
     table = Table(title=f"warm pool (warm: reply within {pool.warm_days}d, cold: nothing for {pool.cold_days}d)",
                   header_style="bold")
     for column in pool_report.COLUMNS:
@@ -118,6 +143,10 @@ def _pool_text(pool, fmt, company) -> str:
         table.add_row(*(_cell(row.get(c)) for c in pool_report.COLUMNS))
     counts = ", ".join(f"{n} {g}" for g, n in pool.counts.items())
     return _rich(table, [counts])
+
+
+def _json(value) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2) + "\n"
 
 
 def _csv(rows, columns) -> str:
@@ -130,6 +159,8 @@ def _csv(rows, columns) -> str:
 
 
 def _rich(table: Table, notes: list[str]) -> str:
+    from rich.console import Console
+
     # Piped output has no terminal width; do not squeeze columns to 80.
     width = None if sys.stdout.isatty() else 200
     console = Console(file=io.StringIO(), width=width, force_terminal=sys.stdout.isatty())

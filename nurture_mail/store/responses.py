@@ -1,0 +1,284 @@
+"""What came back about the sends a report counts: replies, auto-replies and bounces per
+(campaign, step, variant), time to the first reply as an hourly histogram, first replies per
+week, and the exact delays of the few hours that `reply_times.py` asks for.
+
+* Inbound mail counts only when it was matched to one of the counted sends (`send_id`, state
+  `sent`); mail that matched nothing, or a send whose fate is `unknown`, is not in the rates.
+* A send counts once per kind: replied (its first reply gives the time to reply), auto-replied,
+  and bounced - a bounce and no reply, since a reply proves delivery; hard when one of its
+  bounces is hard (a bounce of no known type is soft).
+
+Inbound rows are read from `ix_inbound_report` alone, in send order, one kind at a time; their
+sends are looked up by primary key, and their groups by number. The result, one row per counted
+send and kind, is made once into a temporary table (the costly part) for the two questions a
+report asks: the tally - each row becomes one integer key per thing it counts, (group, kind,
+hour of delay) and for a first reply also (week), and the keys are counted: PostgreSQL hashes
+them; SQLite, whose GROUP BY would sort every key through a temporary b-tree, upserts them into
+a small temporary table keyed by them - and the exact delays of the few hours of delay that the
+percentiles need. A report writes nothing but temporary tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    and_,
+    case,
+    cast,
+    exists,
+    extract,
+    func,
+    literal,
+    null,
+    select,
+    true,
+    union_all,
+)
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from ..models import Inbound, Send
+from .reports import send_filters, week_of, week_of_julian
+
+# (campaign, step, variant): the finest group of a report. A tally numbers them by position.
+GroupKey = tuple[str, str, str | None]
+
+
+class Kind(IntEnum):
+    REPLIED = 0  # the send has a reply; counted per hour of delay to the first one
+    AUTO_REPLIED = 1  # an auto-reply came back (whether or not a person replied too)
+    BOUNCED_SOFT = 2  # bounced, no reply, no hard bounce among its bounces
+    BOUNCED_HARD = 3  # bounced, no reply, at least one hard bounce
+    REPLY_WEEK = 4  # a first reply, counted per week it came (the weekly series)
+
+
+@dataclass
+class Tally:
+    """Counts per group, by its position in the groups the tally was asked for."""
+
+    kinds: dict[int, dict[Kind, int]] = field(default_factory=dict)
+    hours: dict[int, dict[int, int]] = field(default_factory=dict)  # hour of delay -> replies
+    weekly: dict[int, int] = field(default_factory=dict)  # week (see reports.monday) -> first replies
+
+
+# A key packs (group, kind) and a value that may be negative (a reply stamped before its send)
+# into one 64-bit integer: ((group * 8 + kind) << 32) + (value + 2**31).
+_LOW = 1 << 32
+_BIAS = 1 << 31
+
+
+def _unkey(key: int) -> tuple[int, Kind, int]:
+    high, low = divmod(key, _LOW)
+    group, kind = divmod(high, 8)
+    return group, Kind(kind), low - _BIAS
+
+
+def _sql_key(group, kind, value):
+    return (group * 8 + kind) * literal(_LOW, BigInteger) + value + literal(_BIAS, BigInteger)
+
+
+# --- one row per counted send and kind ----------------------------------------------------------
+
+
+def _per_send(dialect: str):
+    """(send_id, kind, first): what came back about each send, one row per kind; `first` is the
+    first reply (SQLite: as a julian day number, converted once)."""
+    matched = Inbound.send_id.is_not(None)
+    first = func.min(Inbound.received_at)
+    if dialect == "sqlite":
+        first = func.julianday(first)
+    replies = (
+        select(Inbound.send_id, literal(int(Kind.REPLIED)).label("kind"), first.label("first"))
+        .where(matched, Inbound.kind == "reply")
+        .group_by(Inbound.send_id)
+    )
+    auto = (
+        select(Inbound.send_id, literal(int(Kind.AUTO_REPLIED)), null())
+        .where(matched, Inbound.kind == "auto_reply")
+        .group_by(Inbound.send_id)
+    )
+    other = Inbound.__table__.alias("other")
+    answered = exists().where(other.c.send_id == Inbound.send_id, other.c.kind == "reply")
+    hard = func.max(case((Inbound.bounce == "hard", 1), else_=0))
+    bounced = (
+        select(Inbound.send_id, int(Kind.BOUNCED_SOFT) + hard, null())
+        .where(matched, Inbound.kind == "bounce", ~answered)
+        .group_by(Inbound.send_id)
+    )
+    return union_all(replies, auto, bounced).subquery("per_send")
+
+
+_GROUPS = Table(
+    "report_groups", MetaData(),
+    Column("g", Integer, primary_key=True),
+    Column("campaign", String, nullable=False),
+    Column("step", String, nullable=False),
+    Column("variant", String),
+    UniqueConstraint("campaign", "step", "variant"),  # each send finds its number by this index
+    prefixes=["TEMPORARY"],
+)
+
+_COUNTED = Table(
+    "report_counted", MetaData(),
+    Column("g", Integer, nullable=False),
+    Column("kind", Integer, nullable=False),
+    Column("seconds", Float),
+    Column("week", Integer),
+    prefixes=["TEMPORARY"],
+)
+
+_TALLY = Table(
+    "report_tally", MetaData(),
+    Column("k", Integer, primary_key=True),  # INTEGER PRIMARY KEY: the rowid itself
+    Column("n", Integer, nullable=False),
+    prefixes=["TEMPORARY"],
+)
+
+
+@contextmanager
+def _temporary(connection, table: Table, filled_by=None):
+    """A temporary table for the duration of a block (the report's transaction would drop it
+    anyway; a pooled connection must not keep it), filled by a SELECT if given.
+
+    PostgreSQL fills it as CREATE TABLE ... AS, which may run in parallel; INSERT ... SELECT may
+    not, and the join behind the counted rows is most of a report."""
+    postgresql = connection.dialect.name == "postgresql"
+    name = ("pg_temp." if postgresql else "temp.") + table.name
+    connection.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+    if postgresql and filled_by is not None:
+        select_sql = filled_by.compile(dialect=connection.dialect)
+        connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {table.name} AS {select_sql}", select_sql.params)
+    else:
+        table.create(connection)
+        if filled_by is not None:
+            connection.execute(table.insert().from_select([c.name for c in table.c], filled_by))
+    try:
+        yield table
+    finally:
+        connection.exec_driver_sql(f"DROP TABLE {name}")
+
+
+class CameBack:
+    """What came back about the counted sends of one report, as a context:
+
+        with CameBack(session, groups, since=..., campaign=...) as came_back:
+            tally = came_back.tally()
+            exact = came_back.delays(wanted)
+
+    `groups` must hold the group of every counted send (see `reports.state_counts`); the
+    tally numbers them by position. The numbered groups and the counted rows are kept in
+    temporary tables meanwhile: the rows are made once (the costly part: every inbound row,
+    every send it matched) and read by both questions.
+    """
+
+    def __init__(self, session: Session, groups: Sequence[GroupKey], *, since=None, campaign=None):
+        self.connection = session.connection()
+        self.dialect = self.connection.dialect.name
+        self.groups = list(groups)
+        self.filters = send_filters(since, campaign)
+        self._stack = ExitStack()
+        self._counted = None
+
+    def __enter__(self) -> CameBack:
+        rows = [{"g": g, "campaign": c, "step": s, "variant": v} for g, (c, s, v) in enumerate(self.groups)]
+        if not rows:
+            return self
+        numbered = self._stack.enter_context(_temporary(self.connection, _GROUPS))
+        self.connection.execute(_GROUPS.insert(), rows)
+        if self.dialect == "postgresql":  # so that the planner knows how few they are
+            self.connection.exec_driver_sql("ANALYZE pg_temp.report_groups")
+        self._counted = self._stack.enter_context(
+            _temporary(self.connection, _COUNTED, filled_by=self._counting(numbered)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def _counting(self, numbered):
+        """(g, kind, seconds, week) per counted send and kind; seconds (to the first reply) and
+        week (of the first reply) are NULL for the other kinds."""
+        per_send = _per_send(self.dialect)
+        replied = per_send.c.first.is_not(None)
+        if self.dialect == "sqlite":
+            seconds = (per_send.c.first - func.julianday(Send.sent_at)) * 86400.0
+            week = week_of_julian(per_send.c.first)
+        else:
+            seconds = cast(extract("epoch", per_send.c.first - Send.sent_at), Float)
+            week = week_of(self.dialect, per_send.c.first)
+        same_group = and_(numbered.c.campaign == Send.campaign_id, numbered.c.step == Send.step_id,
+                          numbered.c.variant.is_not_distinct_from(Send.variant))
+        return (
+            select(numbered.c.g, per_send.c.kind, case((replied, seconds)).label("seconds"), week.label("week"))
+            .select_from(per_send.join(Send, Send.id == per_send.c.send_id).join(numbered, same_group))
+            .where(Send.state == "sent", *self.filters)
+        )
+
+    def _hour(self, seconds):
+        """The hour of delay a reply is counted in: any bucket that keeps the order will do."""
+        if self.dialect == "sqlite":
+            return cast(seconds / 3600, Integer)  # truncated towards 0
+        return cast(func.floor(seconds / 3600), BigInteger)
+
+    def tally(self) -> Tally:
+        """Replies, auto-replies and bounces per group, replies per hour of delay, and first
+        replies per week."""
+        out = Tally()
+        counted = self._counted
+        if counted is None:
+            return out
+        # Every counted send and kind once, a first reply twice: per hour of delay, and per week.
+        keys = union_all(
+            select(_sql_key(counted.c.g, counted.c.kind, func.coalesce(self._hour(counted.c.seconds), 0)).label("k")),
+            select(_sql_key(0, int(Kind.REPLY_WEEK), counted.c.week)).where(counted.c.kind == int(Kind.REPLIED)),
+        ).subquery("keys")
+        if self.dialect == "sqlite":
+            rows = self._count_in_table(keys)
+        else:
+            rows = self.connection.execute(select(keys.c.k, func.count()).group_by(keys.c.k)).all()
+        for k, n in rows:
+            g, kind, value = _unkey(int(k))
+            if kind is Kind.REPLY_WEEK:
+                out.weekly[value] = int(n)
+                continue
+            counts = out.kinds.setdefault(g, {})
+            counts[kind] = counts.get(kind, 0) + int(n)  # a reply's key is per hour: add them up
+            if kind is Kind.REPLIED:
+                out.hours.setdefault(g, {})[value] = int(n)
+        return out
+
+    def _count_in_table(self, keys) -> list[tuple[int, int]]:
+        """SQLite: count the keys by upserting them into a temporary table keyed by them - a
+        lookup in a b-tree of a few hundred rows per key, where GROUP BY would sort them all."""
+        with _temporary(self.connection, _TALLY):
+            upsert = sqlite_insert(_TALLY).from_select(
+                ["k", "n"], select(keys.c.k, literal(1)).where(true()))  # WHERE: not read as ON CONFLICT's ON
+            self.connection.execute(upsert.on_conflict_do_update(index_elements=[_TALLY.c.k],
+                                                                 set_={"n": _TALLY.c.n + 1}))
+            return [(k, n) for k, n in self.connection.execute(select(_TALLY.c.k, _TALLY.c.n))]
+
+    def delays(self, wanted: Collection[tuple[int, int]]) -> dict[tuple[int, int], list[float]]:
+        """(group, hour) -> the exact delays, in seconds, of the first replies in that hour."""
+        wanted = set(wanted)
+        out: dict[tuple[int, int], list[float]] = {}
+        counted = self._counted
+        if not wanted or counted is None:
+            return out
+        hour = self._hour(counted.c.seconds)
+        query = select(counted.c.g, hour, counted.c.seconds).where(
+            counted.c.kind == int(Kind.REPLIED), hour.in_({h for _, h in wanted}))
+        for g, h, seconds in self.connection.execute(query).all():
+            if (g, h) in wanted:
+                out.setdefault((g, h), []).append(float(seconds))
+        return out
