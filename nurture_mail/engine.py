@@ -12,25 +12,29 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
+from . import scheduling
+from .allocator import keep_freed_blocks
 from .campaigns import Campaign
 from .config import Settings
 from .database import Database
 from .errors import TemplateError
-from .messages import make_message_id
 from .rendering import prepare_email, sender_of
 from .rules import evaluate
-from .schedule import DailyCounter, cap_zone_for, day_key, zone_for
+from .schedule import DailyCounter, cap_zone_for, day_key, next_slot, zone_for
 from .segments import audience_clause
-from .sequencing import next_step, schedule_step
-from .store import ledger, pool
+from .store import enrolment, ledger, pool
 from .templates import TemplateSet
 from .transport import Delivery, Outcome, Transport, TransportRefused
 from .workspace import Workspace
 
-SCHEDULE_BATCH = 2000
+try:  # libuv's loop costs less CPU per message than asyncio's own; optional on Windows
+    from uvloop import new_event_loop as _loop_factory
+except ImportError:  # pragma: no cover
+    _loop_factory = None
+
 INFLIGHT_PER_CONNECTION = 4
 BACKOFF_BASE = timedelta(minutes=5)
 BACKOFF_CAP = timedelta(hours=6)
@@ -102,6 +106,7 @@ class Engine:
         self.should_stop = should_stop
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.secret = workspace.unsubscribe_secret
+        keep_freed_blocks()
 
     @property
     def campaigns(self) -> list[Campaign]:
@@ -125,67 +130,45 @@ class Engine:
             if campaign.status != "active":
                 continue
             with self.db.sessions.begin() as session:
-                report.enrolled += ledger.enrol(
+                report.enrolled += enrolment.enrol(
                     session, campaign.id, audience_clause(campaign.audience, now), stamp
                 )
             self._schedule(campaign, now, report)
-        asyncio.run(self._send_due(now, report))
+        with asyncio.Runner(loop_factory=_loop_factory) as runner:
+            runner.run(self._send_due(now, report))
         return report
 
     def _schedule(self, campaign: Campaign, now: datetime, report: TickReport) -> None:
-        """Place the next step of every enrollment that needs one."""
-        stamp = ledger.naive(now)
-        domain = self._sender(campaign)[1].rsplit("@", 1)[-1]
-        while True:
-            with self.db.sessions.begin() as session:
-                pending = ledger.needing_next(session, campaign.id, SCHEDULE_BATCH)
-                if not pending:
-                    return
-                rows, completed = [], []
-                for p in pending:
-                    step = next_step(campaign, p.done)
-                    if step is None:
-                        completed.append(p.enrollment_id)
-                        continue
-                    due = schedule_step(
-                        campaign,
-                        step,
-                        anchor=p.anchor,
-                        candidate_key=p.email,
-                        candidate_timezone=p.timezone,
-                        default_timezone=self.settings.default_timezone,
-                        not_before=p.paused_until,
-                    )
-                    rows.append(
-                        ledger.new_send_row(
-                            enrollment_id=p.enrollment_id,
-                            campaign_id=campaign.id,
-                            candidate_id=p.candidate_id,
-                            step_id=step.id,
-                            step_number=step.number,
-                            variant=due.variant,
-                            due_at=due.due_at,
-                            message_id=make_message_id(domain),
-                            stamp=stamp,
-                        )
-                    )
-                ledger.add_sends(session, rows, completed, stamp)
-                report.scheduled += len(rows)
-                report.completed += len(completed)
+        """Place the next step of every enrollment that needs one (`scheduling`)."""
+        scheduled, completed = scheduling.schedule_campaign(
+            self.db, campaign, now=now, default_timezone=self.settings.default_timezone,
+            domain=self._sender(campaign)[1].rsplit("@", 1)[-1],
+        )
+        report.scheduled += scheduled
+        report.completed += completed
 
     def _sender(self, campaign: Campaign) -> tuple[str, str, str | None]:
         return sender_of(campaign, self.settings)
 
     # -- sending -------------------------------------------------------------------------
     async def _send_due(self, now: datetime, report: TickReport) -> None:
+        """Claim, decide, send, record, until nothing is due or we are told to stop.
+
+        One transaction per group of messages: it records the outcomes of the previous group
+        (and the decisions of the batch) and marks this group `data_started`; then the group
+        goes out. Half the commits of recording and marking separately, and the same
+        guarantee: nothing leaves before its mark is committed, and a crash before the next
+        commit leaves at most one group `unknown`."""
         active = {c.id: c for c in self.campaigns if c.status == "active"}
         counters: dict[str, DailyCounter] = {}
         # Messages marked `data_started` in one transaction and sent together: the most that a
         # crash can leave `unknown`. Several per connection keeps commits off the hot path.
         chunk = max(1, self.settings.smtp.max_connections) * INFLIGHT_PER_CONNECTION
+        pending = _Pending(ledger.Writes(ledger.naive(now)))
         try:
             while not self.should_stop():
                 with self.db.sessions.begin() as session:
+                    self._write(session, pending, now)
                     ids = ledger.claim(
                         session,
                         due_by=now,
@@ -195,62 +178,77 @@ class Engine:
                         campaign_ids=list(active),
                     )
                     claimed = ledger.claimed_details(session, ids)
+                    for campaign_id in {row.campaign_id for row in claimed} - counters.keys():
+                        if campaign_id in active:
+                            counters[campaign_id] = self._counter(session, active[campaign_id], now)
                 if not claimed:
                     return
-                ready = self._decide(claimed, active, counters, now, report)
+                ready = self._decide(claimed, active, counters, now, report, pending.writes)
                 for start in range(0, len(ready), chunk):
-                    group = ready[start : start + chunk]
                     if self.should_stop():
-                        self._release([r[0] for r in ready[start:]])
+                        self._release([r[0] for r in ready[start:]], pending, now)
                         return
-                    await self._deliver(group, active, now, report)
+                    await self._deliver(ready[start : start + chunk], active, now, report, pending)
         finally:
+            if pending.writes.any() or pending.bounced:
+                with self.db.sessions.begin() as session:
+                    self._write(session, pending, now)
             await self.transport.close()
 
-    def _decide(self, claimed, active, counters, now, report):
-        """Exit checks, window and cap, only_if, rendering. Returns what to send."""
-        writes = ledger.Writes(ledger.naive(now))
+    def _write(self, session, pending: _Pending, now: datetime) -> None:
+        """Outcomes and decisions not yet in the database, and the suppressions they cause."""
+        pending.writes.flush(session)
+        for address in pending.bounced:
+            pool.suppress(session, self.db, address, "bounced", now)
+        pending.bounced = []
+
+    def _decide(self, claimed, active, counters, now, report, writes: ledger.Writes):
+        """Exit checks, window and cap, only_if, rendering. Returns what to send; what not to
+        send goes into `writes`, recorded with the next commit."""
         ready = []
-        with self.db.sessions.begin() as session:
-            for row in claimed:
-                campaign = active.get(row.campaign_id)
-                step = campaign.step(row.step_id) if campaign else None
-                cand = row.candidate
-                reason = None
-                if row.enrollment_state != "active":
-                    reason = "enrollment ended"
-                elif row.suppressed:
-                    reason = "address suppressed"
-                elif (cand["status"] or "") == "hired":
-                    reason = "hired"
-                elif step is None:
-                    reason = "step removed from the campaign"
-                if reason:
-                    writes.cancel(row.send_id, reason)
-                    report.cancelled += 1
-                    continue
-                zone = zone_for(campaign.schedule, cand["timezone"], self.settings.default_timezone)
-                counter = counters.get(campaign.id)
-                if counter is None:
-                    counter = counters[campaign.id] = self._counter(session, campaign, now)
+        open_slots: dict[tuple[str, str], datetime] = {}
+        for row in claimed:
+            campaign = active.get(row.campaign_id)
+            step = campaign.step(row.step_id) if campaign else None
+            cand = row.candidate
+            reason = None
+            if row.enrollment_state != "active":
+                reason = "enrollment ended"
+            elif row.suppressed:
+                reason = "address suppressed"
+            elif (cand["status"] or "") == "hired":
+                reason = "hired"
+            elif step is None:
+                reason = "step removed from the campaign"
+            if reason:
+                writes.cancel(row.send_id, reason)
+                report.cancelled += 1
+                continue
+            zone = zone_for(campaign.schedule, cand["timezone"], self.settings.default_timezone)
+            counter = counters[campaign.id]
+            if counter.cap is None:  # no cap: the window alone decides, the same for a whole zone
+                key = (campaign.id, zone.key)
+                slot = open_slots.get(key)
+                if slot is None:
+                    slot = open_slots[key] = next_slot(now, campaign.schedule, zone)
+            else:
                 slot = counter.place(now, campaign.schedule, zone, cap_zone_for(campaign.schedule, self.settings.default_timezone))
-                if slot > now:
-                    writes.defer(row.send_id, slot, reason=None, count_attempt=False)
-                    report.rescheduled += 1
-                    continue
-                if step.only_if and not evaluate(step.only_if, cand, now):
-                    rule = ", ".join(f"{c.field} {c.op} {c.value!r}" for c in step.only_if)
-                    writes.finish(row.send_id, row.enrollment_id, row.step_id, "skipped", reason=f"only_if: {rule}")
-                    report.skipped += 1
-                    continue
-                try:
-                    message = self._render(campaign, step, row, zone, now)
-                except (TemplateError, ValueError) as exc:
-                    writes.finish(row.send_id, row.enrollment_id, row.step_id, "failed", reason=f"cannot render: {exc}")
-                    report.failed += 1
-                    continue
-                ready.append((row.send_id, row, message))
-            writes.flush(session)
+            if slot > now:
+                writes.defer(row.send_id, slot, reason=None, count_attempt=False)
+                report.rescheduled += 1
+                continue
+            if step.only_if and not evaluate(step.only_if, cand, now):
+                rule = ", ".join(f"{c.field} {c.op} {c.value!r}" for c in step.only_if)
+                writes.finish(row.send_id, row.enrollment_id, row.step_id, "skipped", reason=f"only_if: {rule}")
+                report.skipped += 1
+                continue
+            try:
+                message = self._render(campaign, step, row, zone, now)
+            except (TemplateError, ValueError) as exc:
+                writes.finish(row.send_id, row.enrollment_id, row.step_id, "failed", reason=f"cannot render: {exc}")
+                report.failed += 1
+                continue
+            ready.append((row.send_id, row, message))
         return ready
 
     def _counter(self, session, campaign: Campaign, now: datetime) -> DailyCounter:
@@ -270,9 +268,10 @@ class Engine:
         )
         return prepared.to_addr, prepared.rendered.subject, prepared.message
 
-    async def _deliver(self, group, active, now: datetime, report: TickReport) -> None:
+    async def _deliver(self, group, active, now: datetime, report: TickReport, pending: _Pending) -> None:
         stamp = ledger.naive(now)
         with self.db.sessions.begin() as session:
+            self._write(session, pending, now)
             marked = set(
                 ledger.mark_data_started(
                     session,
@@ -289,8 +288,7 @@ class Engine:
             return_exceptions=True,
         )
         refused: TransportRefused | None = None
-        writes = ledger.Writes(stamp)
-        bounced: list[str] = []
+        writes = pending.writes
         for (sid, row, _), result in zip(sendable, results, strict=True):
             if isinstance(result, TransportRefused):
                 # Refused before any data: back to the queue untouched, then stop.
@@ -301,13 +299,9 @@ class Engine:
                 # A fault we cannot place: the data may have left. Never resend blindly.
                 result = Delivery(Outcome.UNKNOWN, None, f"transport error: {type(result).__name__}: {result}")
             if self._record(writes, row, result, now, report):
-                bounced.append(row.candidate["email"])
-        with self.db.sessions.begin() as session:
-            writes.flush(session)
-            for address in bounced:
-                pool.suppress(session, self.db, address, "bounced", now)
+                pending.bounced.append(row.candidate["email"])
         if refused is not None:
-            raise refused
+            raise refused  # the caller's `finally` records what this group did
 
     def _record(self, writes: ledger.Writes, row, delivery: Delivery, now: datetime, report: TickReport) -> bool:
         """Turn a delivery into a ledger outcome; True when the address must be suppressed."""
@@ -334,10 +328,19 @@ class Engine:
             return delivery.recipient_rejected
         return False
 
-    def _release(self, send_ids: list[int]) -> None:
-        """Stopping: hand back rows claimed but not started, due as they were."""
-        if not send_ids:
-            return
+    def _release(self, send_ids: list[int], pending: _Pending, now: datetime) -> None:
+        """Stopping: record what is pending and hand back rows claimed but not started, due as
+        they were."""
         stamp = ledger.naive(self.clock())
         with self.db.sessions.begin() as session:
-            ledger.release(session, send_ids, self.owner, stamp)
+            self._write(session, pending, now)
+            if send_ids:
+                ledger.release(session, send_ids, self.owner, stamp)
+
+
+@dataclass
+class _Pending:
+    """What the sender decided or heard and has not written yet: it goes with the next commit."""
+
+    writes: ledger.Writes
+    bounced: list[str] = field(default_factory=list)

@@ -10,11 +10,14 @@ twice on one message.
 
 Speed (issue 7): the work is done a batch (a few hundred messages) at a time. One query finds
 the keys already stored (those are never classified again), classification runs in worker
-processes for a backlog (classify_pool.py) up to LOOKAHEAD batches ahead, and each batch is
-then one transaction: one look-up of every Message-ID it names, one of every address it may
-be matched by, one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING, and its effects
-applied in message order to a snapshot and written with one executemany per kind
-(store.inbound.Effects), so the result equals acting on the messages one by one.
+processes for a backlog (classify_pool.py) up to LOOKAHEAD batches ahead, this process taking
+back the chunks no worker has started when it needs them, and each batch is then one
+transaction: one look-up of every Message-ID it names, one of every address it may be matched
+by, one batch INSERT ... ON CONFLICT DO NOTHING RETURNING, and its effects applied in message
+order to a snapshot and written with one executemany per kind (store.inbound.Effects), so the
+result equals acting on the messages one by one. The store sends these through the driver
+(store/inbound.py says how), and message_identity reads two header fields with substring
+searches instead of a regex over the header section.
 
 Matching, strongest evidence first:
 1. In-Reply-To / References name one of our Message-IDs (stored bare, without <>);
@@ -48,7 +51,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import mailbox
-import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,7 +66,7 @@ from .config import Settings
 from .database import Database
 from .inbox import Batch, Fetched, Inbox, InboxError, imap_from_settings
 from .replies import Classification, InboundKind
-from .replies.parsing import MAX_HEAD_BYTES, header_date, message_ids, split_message
+from .replies.parsing import MAX_HEAD_BYTES, head_end, header_date, message_ids
 from .store import inbound as store
 from .store.ledger import naive
 
@@ -181,6 +183,9 @@ def sync_replies(
                 _apply(ctx, pending.popleft(), sr, report)
     finally:
         classifier.close()
+        if classifier.in_workers:
+            log.debug("reply sync: classified %d messages here, %d in worker processes",
+                      classifier.here, classifier.in_workers)
     with db.sessions.begin() as session:
         report.held = store.hold_paused(session, now)
     return report
@@ -201,39 +206,75 @@ def _read(source: Inbox, position, sr: SourceReport, report: SyncReport) -> Iter
 
 # --- identity and classification --------------------------------------------------------------
 
-# The two fields the dedupe key needs, found the way parse_headers finds every field (a name at
-# the start of a line, its continuation lines), without splitting the whole header section.
-_IDENTITY_FIELDS = re.compile(r"^(message-id|date)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M | re.A)
-
-
 def message_identity(raw: bytes) -> tuple[str, str | None, datetime | None]:
     """(dedupe key, Message-ID, Date) from the header section alone: the first Message-ID
-    field that holds an id, and the first Date field."""
-    head, _ = split_message(raw)
-    head = head[:MAX_HEAD_BYTES]
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        text = head.decode("latin-1")
+    field that holds an id, and the first Date field, found the way parse_headers finds every
+    field (a name at the start of a line, its continuation lines) without splitting the whole
+    header section: substring searches in its lower-cased bytes."""
+    stripped = raw.lstrip(b" \t\r\n")
+    found = head_end(stripped, MAX_HEAD_BYTES + 4)
+    head = (stripped[: found[0]] if found is not None else stripped)[:MAX_HEAD_BYTES]
+    lower = head.lower()  # ASCII letters only, as header names are matched
+    codec = "ascii" if head.isascii() else _head_codec(head)
     mid = None
+    for value in _field_values(head, lower, b"message-id"):
+        ids = message_ids(_unfold(value, codec))
+        if ids:
+            mid = ids[0]
+            break
     date = None
-    dated = False
-    for name, value in _IDENTITY_FIELDS.findall(text):
-        if "\n" in value:
-            value = value.replace("\r", "").replace("\n", "")  # unfold
-        if name[0] in "dD":
-            if not dated:
-                dated = True
-                date = header_date(value.strip())
-        elif mid is None:
-            ids = message_ids(value.strip())
-            if ids:
-                mid = ids[0]
+    for value in _field_values(head, lower, b"date"):
+        date = header_date(_unfold(value, codec))
+        break  # the first Date field decides, readable or not
     if mid:
         key = hashlib.sha256(mid.encode("utf-8", "surrogateescape")).hexdigest()
     else:  # the same bytes, whether read over IMAP (CRLF) or from a file (LF)
         key = hashlib.sha256(raw.replace(b"\r\n", b"\n")).hexdigest()
     return key, mid, date
+
+
+def _head_codec(head: bytes) -> str:
+    """parse_headers' choice: UTF-8 when the whole header section is valid UTF-8, else Latin-1."""
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "latin-1"
+    return "utf-8"
+
+
+def _field_values(head: bytes, lower: bytes, name: bytes) -> Iterator[bytes]:
+    """The raw values of the fields called `name` (lower-case), in order: after the name,
+    optional blanks and a colon, up to the end of the line and its continuation lines."""
+    size = len(head)
+    needle = b"\n" + name
+    if lower.startswith(name):
+        at = 0
+    else:
+        at = lower.find(needle) + 1
+        if at == 0:
+            return  # no such field
+    while True:  # each turn moves `at` forward to a later line
+        colon = at + len(name)
+        while colon < size and head[colon] in (32, 9):  # " ", "\t"
+            colon += 1
+        line_end = colon
+        if colon < size and head[colon] == 58:  # ":"
+            line_end = head.find(b"\n", colon)
+            while 0 <= line_end < size - 1 and head[line_end + 1] in (32, 9):  # folded
+                line_end = head.find(b"\n", line_end + 1)
+            if line_end < 0:
+                line_end = size
+            yield head[colon + 1 : line_end]
+        at = lower.find(needle, line_end) + 1
+        if at == 0:
+            return
+
+
+def _unfold(value: bytes, codec: str) -> str:
+    text = value.decode(codec)
+    if "\n" in text:
+        text = text.replace("\r", "").replace("\n", "")
+    return text.strip()
 
 
 # --- one batch --------------------------------------------------------------------------------
@@ -386,7 +427,7 @@ def _row(item: _Item, ref: store.SendRef | None) -> dict:
         "dedupe_key": item.key,
         "message_id": _clean(v.message_id, 250),
         "source": _clean(f"{item.fetched.source}#{item.fetched.uid}", 300),
-        "received_at": naive(item.received),
+        "received_at": store.naive_utc(item.received),
         "from_addr": _clean(v.from_addr, 320),
         "subject": _clean(v.subject, 2000),
         "kind": str(v.kind),
@@ -501,5 +542,6 @@ def _clean(value: str | None, limit: int) -> str | None:
     if value is None:
         return None
     value = value.replace("\x00", "")
-    value = value.encode("utf-8", "replace").decode("utf-8")
+    if not value.isascii():  # ASCII holds no lone surrogate: most values skip the round trip
+        value = value.encode("utf-8", "replace").decode("utf-8")
     return value[:limit]

@@ -19,6 +19,7 @@ Semantics worth knowing:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -143,6 +144,12 @@ def next_slot(earliest: datetime, policy: SchedulePolicy, zone: ZoneInfo) -> dat
     raise ValueError(f"no send window in the {SEARCH_DAYS} days from {earliest.isoformat()}")
 
 
+# Sends placed together mostly share their earliest time (a batch fell due at once, a forecast
+# of a thousand candidates enrolled in one tick): next_slot is pure in the instant, so the
+# answer is kept. Aware datetimes compare and hash by instant, whatever their zone.
+_next_slot = functools.lru_cache(maxsize=4096)(next_slot)
+
+
 def step_due(anchor: datetime, wait: timedelta, policy: SchedulePolicy, zone: ZoneInfo) -> datetime:
     """When a step is due: the first slot after ``wait`` has elapsed since ``anchor`` (UTC).
 
@@ -194,7 +201,9 @@ class DailyCounter:
         self, earliest: datetime, policy: SchedulePolicy, zone: ZoneInfo, cap_zone: ZoneInfo
     ) -> datetime:
         """The first slot >= ``earliest`` on a day that is not full yet; records the send."""
-        slot = next_slot(earliest, policy, zone)
+        slot = _next_slot(earliest, policy, zone)
+        if self.cap is None:  # no day is ever full: nothing to count
+            return slot
         day = day_key(slot, cap_zone)
         zkey = zone.key
         for _ in range(SEARCH_DAYS):
@@ -203,7 +212,7 @@ class DailyCounter:
                 return slot
             # The day is full: the first slot from the next day that still has room.
             open_day = self._first_open(day, zkey)
-            slot = next_slot(_instant(open_day, _MIDNIGHT, cap_zone), policy, zone)
+            slot = _next_slot(_instant(open_day, _MIDNIGHT, cap_zone), policy, zone)
             day = day_key(slot, cap_zone)
             if day != open_day:  # that day has no slot for this zone at all
                 self._dead.add((zkey, open_day))

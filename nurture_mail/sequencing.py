@@ -55,15 +55,71 @@ def schedule_step(
     """When `step` is due: `wait` after the anchor (enrolment, or the previous send), moved
     into the send window in the right zone, and not before `not_before` (an out-of-office
     pause); and its sticky A/B variant."""
+    due, zone = due_time(
+        campaign, step, anchor=anchor, candidate_timezone=candidate_timezone,
+        default_timezone=default_timezone, not_before=not_before,
+    )
+    return Due(step=step, variant=variant_for(step, candidate_key), due_at=due, zone=zone)
+
+
+def due_time(
+    campaign: Campaign,
+    step: Step,
+    *,
+    anchor: datetime,
+    candidate_timezone: str | None,
+    default_timezone: str,
+    not_before: datetime | None = None,
+) -> tuple[datetime, ZoneInfo]:
+    """The due time of `schedule_step` (aware UTC) and the zone whose window placed it: the
+    same for every candidate with the same zone, anchor and pause."""
     zone = zone_for(campaign.schedule, candidate_timezone, default_timezone)
     due = step_due(anchor, step.wait, campaign.schedule, zone)
     if not_before is not None and due < not_before:
         due = next_slot(not_before, campaign.schedule, zone)
-    return Due(step=step, variant=variant_for(step, candidate_key), due_at=due, zone=zone)
+    return due, zone
+
+
+class Scheduler:
+    """`schedule_step` for many candidates of one campaign: the due time computed once per
+    group of candidates sharing everything it depends on (step, time zone as stored, anchor,
+    pause), the variant per candidate. Results are those of `schedule_step`, call for call."""
+
+    # Distinct groups kept; a forecast over a year of sends sees many anchors, a tick a few.
+    MAX_GROUPS = 100_000
+
+    def __init__(self, campaign: Campaign, default_timezone: str):
+        self.campaign = campaign
+        self.default_timezone = default_timezone
+        self._due: dict[tuple, tuple[datetime, ZoneInfo]] = {}
+
+    def due(
+        self, step: Step, anchor: datetime, candidate_timezone: str | None, not_before: datetime | None = None
+    ) -> tuple[datetime, ZoneInfo]:
+        # Aware datetimes hash by instant, and due_time depends on the instant alone.
+        key = (step.id, candidate_timezone, anchor, not_before)
+        hit = self._due.get(key)
+        if hit is None:
+            if len(self._due) >= self.MAX_GROUPS:
+                self._due.clear()
+            hit = self._due[key] = due_time(
+                self.campaign, step, anchor=anchor, candidate_timezone=candidate_timezone,
+                default_timezone=self.default_timezone, not_before=not_before,
+            )
+        return hit
+
+    def schedule(
+        self, step: Step, *, anchor: datetime, candidate_key: str, candidate_timezone: str | None,
+        not_before: datetime | None = None,
+    ) -> Due:
+        due, zone = self.due(step, anchor, candidate_timezone, not_before)
+        return Due(step=step, variant=variant_for(step, candidate_key), due_at=due, zone=zone)
 
 
 def variant_for(step: Step, candidate_key: str) -> str | None:
     """The A/B variant a candidate (keyed by normalised address) always gets for `step`."""
+    if not step.variants:
+        return None
     return pick_variant(candidate_key, step.id, [(v.id, v.weight) for v in step.variants])
 
 

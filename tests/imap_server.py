@@ -9,13 +9,17 @@ directory is handed to it; otherwise everything runs as the current user.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
+import re
+import selectors
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,3 +181,185 @@ class DovecotServer:
             self.process.stderr.close()
         self.process = None
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --- fault injection ---------------------------------------------------------------------------
+
+# A command that fetches message bodies: "TAG [UID] FETCH set (... BODY.PEEK[] ...)".
+_BODY_FETCH = re.compile(rb"^(\S+) (?:UID )?FETCH [^\r\n]*\bBODY(?:\.PEEK)?\[", re.I)
+_LITERAL_AT_END = re.compile(rb"\{(\d+)\}\r?\n$")
+_COMMAND = re.compile(rb"^\S+ ((?:UID )?[A-Za-z]+)\b", re.I)
+
+
+class _Responses:
+    """Where each server response ends in a stream of bytes read in pieces: a response is a
+    line, plus, while a line ends with a literal {N}, N raw bytes and the next line."""
+
+    def __init__(self):
+        self.offset = 0  # bytes fed so far
+        self.line = bytearray()  # the line being read
+        self.skip = 0  # literal bytes still to pass over
+        self.first: bytes | None = None  # the first line of the response being read
+
+    def feed(self, data: bytes) -> list[tuple[bytes, int]]:
+        """(first line, stream offset just past its end) of every response `data` completes."""
+        done = []
+        i, n = 0, len(data)
+        while i < n:  # every turn consumes at least one byte
+            if self.skip:
+                step = min(self.skip, n - i)
+                self.skip -= step
+                i += step
+                continue
+            nl = data.find(b"\n", i)
+            if nl < 0:
+                self.line += data[i:]
+                break
+            self.line += data[i : nl + 1]
+            i = nl + 1
+            line = bytes(self.line)
+            self.line.clear()
+            if self.first is None:
+                self.first = line
+            literal = _LITERAL_AT_END.search(line)
+            if literal:
+                self.skip = int(literal[1])
+                continue
+            done.append((self.first, self.offset + i))
+            self.first = None
+        self.offset += n
+        return done
+
+
+@dataclass
+class Cut:
+    """Where the proxy cut a connection."""
+
+    messages: int  # complete body FETCH responses the client received before the cut
+    offset: int  # bytes of server output the client received in all
+
+
+class FetchCutProxy:
+    """A loopback TCP proxy in front of an IMAP server that can drop the connection in the
+    middle of the answer to a body FETCH, deterministically.
+
+    `cut_after(messages, extra)` arms it for the next connection: the client receives the
+    server's output up to the end of the `messages`-th message of the body FETCH responses
+    on that connection (counted over all its body FETCH commands; 0 = the start of the answer
+    to the first one), then `extra` more bytes, and then both sides are closed. Once cut (or
+    if the connection ends first) the proxy forwards faithfully again. `cuts` records every
+    cut, so a test can check that the fault really happened where it meant it to; `commands`
+    every command the clients sent (the verb, e.g. "EXAMINE"; a FETCH with its item list;
+    never a LOGIN's arguments).
+    """
+
+    def __init__(self, upstream_port: int, host: str = "127.0.0.1"):
+        self.upstream = (host, upstream_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.cuts: list[Cut] = []
+        self.commands: list[str] = []
+        self._plan: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._accepter = threading.Thread(target=self._accept, name="imap-proxy", daemon=True)
+        self._accepter.start()
+
+    def url(self, folder: str) -> str:
+        return f"imap://{quote(USER, safe='')}:{quote(PASSWORD, safe='')}@127.0.0.1:{self.port}/{folder}"
+
+    def cut_after(self, messages: int, extra: int = 0) -> None:
+        with self._lock:
+            self._plan = (messages, extra)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._accepter.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                plan, self._plan = self._plan, None
+            thread = threading.Thread(target=self._pipe, args=(client, plan), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _note(self, line: bytes) -> None:
+        m = _COMMAND.match(line)
+        if m is None:
+            return  # a literal's content or a continuation
+        verb = m[1].decode("ascii").upper()
+        if verb.endswith("FETCH"):
+            verb += " " + line.decode("ascii", "replace").split("(", 1)[-1].rstrip("\r\n)")
+        with self._lock:
+            self.commands.append(verb)
+
+    def _pipe(self, client: socket.socket, plan: tuple[int, int] | None) -> None:
+        try:
+            server = socket.create_connection(self.upstream, timeout=5)
+        except OSError:
+            client.close()
+            return
+        with client, server, selectors.DefaultSelector() as selector:
+            client.setblocking(True)
+            selector.register(client, selectors.EVENT_READ, "client")
+            selector.register(server, selectors.EVENT_READ, "server")
+            responses = _Responses()
+            requests = bytearray()
+            fetching: bytes | None = None  # the tag of the body FETCH being answered
+            ends: list[int] = []  # where each message of the body FETCH answers ends
+            cut_at: int | None = None
+            sent = 0  # server bytes forwarded to the client
+            while not self._stopping.is_set():
+                for key, _ in selector.select(timeout=0.2):
+                    side = key.data
+                    data = (client if side == "client" else server).recv(65536)
+                    if not data:
+                        return  # one side closed: close the other
+                    if side == "client":
+                        requests += data
+                        *lines, rest = requests.split(b"\n")
+                        requests = bytearray(rest)
+                        for line in lines:
+                            self._note(bytes(line))
+                            m = _BODY_FETCH.match(bytes(line))
+                            if m and fetching is None:
+                                fetching = m[1]
+                                if plan is not None and plan[0] == 0 and cut_at is None:
+                                    cut_at = responses.offset + plan[1]
+                        server.sendall(data)
+                        continue
+                    for first, end in responses.feed(data):
+                        if fetching is None:
+                            continue
+                        if first.startswith(fetching + b" "):
+                            fetching = None  # tagged completion of the FETCH
+                        elif first.startswith(b"* ") and b" FETCH " in first:
+                            ends.append(end)
+                            if plan is not None and len(ends) == plan[0] and cut_at is None:
+                                cut_at = end + plan[1]
+                    if cut_at is None:
+                        client.sendall(data)
+                        sent += len(data)
+                        continue
+                    keep = max(0, min(len(data), cut_at - sent))
+                    client.sendall(data[:keep])
+                    sent += keep
+                    if sent >= cut_at:
+                        with self._lock:
+                            self.cuts.append(Cut(sum(1 for e in ends if e <= sent), sent))
+                        for s in (client, server):
+                            with contextlib.suppress(OSError):
+                                s.shutdown(socket.SHUT_RDWR)
+                        return

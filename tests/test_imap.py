@@ -11,13 +11,14 @@ rather than in the 2027 of the other tests.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from nurture_mail.errors import ConfigError
 from nurture_mail.inbox import ImapInbox, ImapTarget, InboxError
-from nurture_mail.models import Enrollment, Inbound, MailboxState, Suppression
+from nurture_mail.models import Enrollment, Event, Inbound, MailboxState, Suppression
 
 from . import imap_server
 from .conftest import need_service
@@ -71,6 +72,14 @@ def quick(tmp_path, db_url, sink):  # noqa: F811
     e = _sent_env(tmp_path, db_url, sink, QUICK, start=START)
     yield e
     e.close()
+
+
+@pytest.fixture
+def proxy(dovecot):
+    """A proxy in front of Dovecot that drops a connection mid-FETCH when told to."""
+    p = imap_server.FetchCutProxy(dovecot.port)
+    yield p
+    p.stop()
 
 
 def append(dovecot, folder: str, messages: list[tuple[bytes, datetime]]) -> None:
@@ -283,3 +292,143 @@ def test_tick_reads_the_inbox_before_it_sends(dovecot, folder, quick, monkeypatc
     enrollment = enrollment_of(quick, "berlin@example.com")
     assert (enrollment.state, enrollment.exit_reason) == ("exited", "replied")
     assert not [r for r in quick.sink.received if r.rcpt == "berlin@example.com" and b"check-in" in r.data]
+
+
+# --- a connection dropped in the middle of a FETCH -----------------------------------------------
+
+EFFECT_EVENTS = ("reply", "auto_reply", "bounce_hard", "suppressed")
+
+
+def _seven_messages(quick, at: datetime) -> list[tuple[bytes, datetime]]:
+    """UIDs 1-7: a reply (Berlin), a newsletter, an out-of-office (LA), a hard bounce (Tokyo),
+    a reply (Paris), two newsletters. Read two per FETCH: [1 2] [3 4] [5 6] [7]."""
+    berlin, la, tokyo, paris = (sent_to(quick, f"{c}@example.com") for c in ("berlin", "la", "tokyo", "paris"))
+    return [
+        (human_reply(berlin, at), at),
+        (newsletter(at), at),
+        (out_of_office(la, at, "Out of office", "I am away until 14 April 2025."), at),
+        (dsn("tokyo@example.com", at, original=tokyo.message_id), at),
+        (human_reply(paris, at), at),
+        (newsletter(at), at),
+        (newsletter(at), at),
+    ]
+
+
+def _stored_uids(quick) -> list[int]:
+    return sorted(int(r.source.rsplit("#", 1)[1]) for r in rows(quick, Inbound))
+
+
+def _effect_events(quick) -> dict[str, int]:
+    return dict(Counter(e.kind for e in rows(quick, Event, Event.kind.in_(EFFECT_EVENTS))))
+
+
+@pytest.mark.parametrize(
+    ("messages", "extra", "whole"),
+    [
+        (0, 20, 0),  # inside the first line of the answer: nothing arrived
+        (3, 200, 2),  # inside the body (literal) of UID 4: UID 3 arrived whole, its batch did not
+        (4, 0, 2),  # UIDs 3 and 4 arrived whole, the FETCH's tagged OK did not
+        (5, 30, 4),  # inside the answer for UID 6, in the third FETCH
+    ],
+    ids=["first-line", "mid-body", "before-tagged-ok", "third-fetch"],
+)
+def test_connection_dropped_mid_fetch_keeps_whole_batches_and_the_next_sync_resumes(
+    dovecot, folder, quick, proxy, messages, extra, whole
+):
+    """The proxy cuts the connection after `messages` complete messages of the FETCH answers and
+    `extra` more bytes. The sync reports a clear error; the batches read whole before the cut
+    are stored and acted on; the batch being fetched is not stored at all, not even the
+    messages of it that arrived, and the position stays at the last whole batch; the next sync
+    reads from there and stores the rest, nothing twice; the mailbox is untouched throughout."""
+    at = AFTER_FIRST + timedelta(hours=1)
+    append(dovecot, folder, _seven_messages(quick, at))
+    before = server_state(dovecot, folder)
+    la_check_in = pending_of(quick, "la@example.com")
+
+    proxy.cut_after(messages, extra)
+    first = sync(quick, [ImapInbox(proxy.url(folder), starttls="off", batch_size=2)], at + timedelta(minutes=10))
+    assert [c.messages for c in proxy.cuts] == [messages]  # the fault happened where meant
+
+    # a clear error, naming what was lost and where the next sync starts; no protocol bytes
+    lost = f"UIDs {whole + 1}-{whole + 2}"
+    assert first.errors == [
+        f"{proxy_label(proxy)}/{folder}: connection lost while fetching {lost} "
+        f"(the server closed the connection); the next sync reads again from UID {whole + 1}"
+    ]
+    assert first.sources[0].error == first.errors[0]
+    # the whole batches before the cut are stored and acted on; nothing of the cut batch
+    assert (first.read, first.new, first.duplicates) == (whole, whole, 0)
+    assert _stored_uids(quick) == list(range(1, whole + 1))
+    assert [s.last_uid for s in rows(quick, MailboxState)] == ([whole] if whole else [])
+    expected = {"reply": 1} if whole else {}
+    if whole >= 4:
+        expected = {"reply": 1, "auto_reply": 1, "bounce_hard": 1, "suppressed": 1}
+    assert _effect_events(quick) == expected
+    assert (enrollment_of(quick, "berlin@example.com").exit_reason == "replied") == (whole > 0)
+    assert server_state(dovecot, folder) == before
+
+    # the next sync resumes after the last whole batch: the rest, once each
+    second = sync(quick, [ImapInbox(proxy.url(folder), starttls="off", batch_size=2)], at + timedelta(minutes=20))
+    assert second.errors == [] and len(proxy.cuts) == 1
+    assert (second.read, second.new, second.duplicates) == (7 - whole, 7 - whole, 0)
+    assert _stored_uids(quick) == [1, 2, 3, 4, 5, 6, 7]
+    assert [s.last_uid for s in rows(quick, MailboxState)] == [7]
+    # every effect applied exactly once over the two syncs
+    assert _effect_events(quick) == {"reply": 2, "auto_reply": 1, "bounce_hard": 1, "suppressed": 1}
+    assert [e.exit_reason for e in (enrollment_of(quick, f"{c}@example.com") for c in ("berlin", "paris"))] == [
+        "replied", "replied"]
+    assert [(s.email, s.reason) for s in rows(quick, Suppression)] == [("tokyo@example.com", "bounced")]
+    moved = pending_of(quick, "la@example.com")
+    assert moved.id == la_check_in.id and moved.due_at > la_check_in.due_at
+    assert server_state(dovecot, folder) == before  # no flag set, nothing moved or deleted
+
+    third = sync(quick, [ImapInbox(proxy.url(folder), starttls="off", batch_size=2)], at + timedelta(minutes=30))
+    assert (third.read, third.new, third.errors) == (0, 0, [])
+    assert_read_only(proxy.commands)
+
+
+def assert_read_only(commands: list[str]) -> None:
+    """The folder was opened with EXAMINE and bodies fetched with BODY.PEEK; nothing that
+    changes a mailbox was ever sent."""
+    verbs = {c.split(" (")[0].split(" BODY")[0] for c in commands}
+    assert "EXAMINE" in verbs and "UID FETCH" in {c[:9] for c in commands}
+    assert not verbs & {"SELECT", "STORE", "UID STORE", "EXPUNGE", "UID EXPUNGE", "COPY", "UID COPY",
+                        "MOVE", "UID MOVE", "DELETE", "APPEND", "CLOSE"}
+    bodies = [c for c in commands if "BODY" in c]
+    assert bodies and all("BODY.PEEK[" in c for c in bodies)
+
+
+def proxy_label(proxy) -> str:
+    return ImapInbox(proxy.url("INBOX"), starttls="off").label
+
+
+def test_cli_reports_a_dropped_connection_in_one_line_and_exits_1(dovecot, folder, quick, proxy, run_cli,
+                                                                  monkeypatch):
+    """`nurture replies sync` over a connection cut in the middle of the second FETCH: exit
+    code 1, one `error:` line on stderr, no traceback; what came before is stored and the next
+    run stores the rest."""
+    at = AFTER_FIRST + timedelta(hours=1)
+    append(dovecot, folder, _seven_messages(quick, at))
+    before = server_state(dovecot, folder)
+    monkeypatch.chdir(quick.root)
+    monkeypatch.setenv("NURTURE_DATABASE_URL", quick.db_url)
+    monkeypatch.setenv("NURTURE_IMAP_URL", proxy.url(folder))
+    monkeypatch.setenv("NURTURE_IMAP_STARTTLS", "off")
+    now = (at + timedelta(minutes=5)).isoformat()
+
+    proxy.cut_after(3, 200)  # in the middle of UID 4's body; the default batch holds all 7
+    result = run_cli("--now", now, "replies", "sync")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "connection lost while fetching UIDs 1-7" in result.stderr
+    assert "the next sync reads again from UID 1" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "p@ss" not in result.stderr and "p%40ss" not in result.stderr
+    assert "0 read, 0 new" in result.stdout and rows(quick, Inbound) == []
+
+    again = run_cli("--now", now, "replies", "sync")
+    assert again.exit_code == 0, again.stderr
+    assert "7 read, 7 new" in again.output
+    assert len(rows(quick, Inbound)) == 7 and len(proxy.cuts) == 1
+    assert server_state(dovecot, folder) == before
+    assert_read_only(proxy.commands)

@@ -107,6 +107,23 @@ def test_plan_matches_what_the_sender_does(env):
     assert max(per_day.values()) <= 3
 
 
+def test_plan_without_only_if_matches_too(tmp_path, db_url):
+    """No `only_if`: the forecast reads only addresses and zones, and still equals the sender."""
+    campaign = CAMPAIGN.replace(", only_if: {open_to_work: {ne: false}}", "")
+    assert "only_if" not in campaign
+    sink = SmtpSink().start()
+    plain = DeliveryEnv.create(tmp_path / "plain", db_url, sink, campaign=campaign)
+    try:
+        plain.import_csv(PEOPLE, T0)
+        _, forecast = planned(plain, T0, 50)
+        actual = live(plain, T0, T0 + timedelta(days=50))
+        assert sorted(forecast) == actual
+        assert {s for _, s, _, _, _ in actual} == {"thank-you", "check-in", "news", "last"}
+    finally:
+        plain.close()
+        sink.stop()
+
+
 def test_plan_mid_flight_matches_too(env):
     live(env, T0, T0 + timedelta(days=10))
     now = T0 + timedelta(days=10, hours=3)

@@ -677,3 +677,87 @@ def test_multipart_without_boundary_is_read_as_text():
 def test_broken_base64_body():
     raw = person(("Content-Transfer-Encoding", "base64"), body="SGVsbG8gdGhlcmU=!!!@@@ SGk")
     assert kind(raw) is InboundKind.REPLY
+
+
+# --- the fast paths of the parser equal the plain definitions they replace ----------------------
+
+
+def test_head_end_is_the_first_blank_line_regex():
+    """parsing.head_end (two substring searches) against the regex it replaces, on every short
+    string of CR, LF and text, with every search limit."""
+    import random
+    import re
+
+    from nurture_mail.replies.parsing import head_end
+
+    blank_line = re.compile(rb"\r?\n\r?\n")
+    rng = random.Random(11)
+    for _ in range(20_000):
+        raw = bytes(rng.choice(b"\r\n\r\na :") for _ in range(rng.randint(0, 14)))
+        limit = rng.randint(0, 16)
+        m = blank_line.search(raw, 0, limit)
+        assert head_end(raw, limit) == ((m.start(), m.end()) if m else None), (raw, limit)
+
+
+CASELESS_WORDS = ["Undeliverable", "RETURNED MAIL", "out of the office", "Réponse automatique",
+                  "RÉPONSE AUTOMATIQUE", "nicht im Büro", "NICHT IM BURO", "Außer Haus", "AUSSER HAUS",
+                  "автоматический ответ", "Mail Delivery Subsystem", "mailer-daemon", "İstanbul", "ſtatus",
+                  "\u212aelvin", "i am on leave", "hello", "Re:", "  ", "\t", "é"]
+
+
+@pytest.mark.parametrize("pattern", [
+    r"undeliver|returned mail|mail delivery (?:subsystem|system)|mailer-daemon",
+    r"out of (?:the )?office|r[ée]ponse automatique|автоматический ответ|auto[- ]?reply",
+    r"\b(?:nicht im b[üu]ro|au[sß]er haus|on leave)\b",
+    r"\bi am\s+(?:on leave|out of (?:the )?office)|status",
+])
+def test_caseless_answers_as_re_ignorecase(pattern):
+    """Caseless (lower-cased ASCII text, case-sensitive pattern) finds exactly what
+    re.IGNORECASE finds, on ASCII and non-ASCII text in any letter case."""
+    import random
+    import re
+
+    from nurture_mail.replies.parsing import Caseless
+
+    caseless, reference = Caseless(pattern), re.compile(pattern, re.I)
+    rng = random.Random(pattern)
+    found = 0
+    for _ in range(3_000):
+        words = (rng.choice(CASELESS_WORDS) for _ in range(rng.randint(0, 4)))
+        text = " ".join("".join(c.upper() if rng.random() < 0.4 else c for c in w) for w in words)
+        expected = reference.search(text) is not None
+        assert caseless.found(text) == expected, text
+        found += expected
+    assert 100 < found < 2_900  # both answers were exercised
+
+
+def test_caseless_refuses_patterns_it_cannot_lower():
+    from nurture_mail.replies.parsing import Caseless
+
+    for pattern in (r"\S+@", "Undeliverable", "ſtatus", "\u212aelvin"):
+        with pytest.raises(ValueError):
+            Caseless(pattern)
+
+
+def test_header_date_equals_the_zone_aware_conversion():
+    """header_date subtracts the offset itself; the answer is what building the datetime in
+    timezone(offset) and converting to UTC gives, refusals (offsets of a day, overflow) included."""
+    from datetime import timedelta, timezone
+
+    from nurture_mail.replies.parsing import header_date
+
+    for value, fields in [
+        ("Mon, 1 Mar 2027 10:00:00 +0100", (2027, 3, 1, 10, 0, 0, 60)),
+        ("1 Mar 2027 10:00 -0530", (2027, 3, 1, 10, 0, 0, -330)),
+        ("Tue, 31 Dec 2024 23:59:59 -2359", (2024, 12, 31, 23, 59, 59, -1439)),
+        ("1 Jan 2027 00:00:00 +0075", (2027, 1, 1, 0, 0, 0, 75)),
+        ("31 Dec 9999 23:00:00 -0200", None),  # beyond datetime.max in UTC
+    ]:
+        if fields is None:
+            assert header_date(value) is None
+            continue
+        *wall, minutes = fields
+        expected = datetime(*wall, tzinfo=timezone(timedelta(minutes=minutes))).astimezone(UTC)
+        got = header_date(value)
+        assert got == expected and got.tzinfo is UTC and got.utcoffset() == timedelta(0)
+    assert header_date("1 Mar 2027 10:00:00 +2400") is None  # timezone() refuses a day's offset

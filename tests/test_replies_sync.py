@@ -701,10 +701,17 @@ def test_worker_processes_classify_exactly_as_this_process():
     files = sorted(CORPUS.rglob("*.eml"))[:60] if CORPUS.is_dir() else []
     raws = [p.read_bytes() for p in files] or [newsletter(MON), dsn("x@example.com", MON)]
     jobs = [(raws[n % len(raws)], MON + timedelta(minutes=n)) for n in range(max(PARALLEL_MIN, 150))]
-    with Classifier(2) as pooled:
+    expected = classify_many(jobs)
+    with Classifier(2, steal=False) as pooled:
         verdicts = pooled.submit(jobs)()
         assert pooled.pool is not None  # a backlog this size did go to the workers
-    assert verdicts == classify_many(jobs)
+        assert (pooled.here, pooled.in_workers) == (0, len(jobs))  # ... and all of it, here
+    assert verdicts == expected
+    # with work stealing, whatever share this process takes back, the same verdicts in order
+    with Classifier(1) as shared:
+        pending = [shared.submit(jobs) for _ in range(3)]
+        assert [p() for p in pending] == [expected] * 3
+        assert shared.here + shared.in_workers == 3 * len(jobs)
     with Classifier(2) as few:
         few.submit(jobs[:3])()
         assert few.pool is None  # a few messages never start a process
@@ -743,3 +750,55 @@ def test_a_large_maildir_backlog_is_the_same_with_and_without_workers(tmp_path, 
             env.close()
     assert results[0] == results[1]
     assert results[0][0].startswith("240 read, 240 new")
+
+
+# --- the batch writes ---------------------------------------------------------------------------
+
+
+def test_batch_writes_store_what_core_inserts(db_url):
+    """store.inbound writes a batch's rows through the driver (multi-row VALUES on SQLite, one
+    array per column sent in binary on PostgreSQL). Read back, they equal the rows Core's own
+    insert stores for the same values: NULLs, quotes, backslashes, braces and commas (array
+    syntax), non-ASCII, 20,000-character text, microseconds."""
+    from sqlalchemy import insert
+
+    from nurture_mail.database import open_database
+    from nurture_mail.store import inbound as store
+
+    stamp = datetime(2027, 3, 1, 9, 30, 15, 123456)
+    odd = 'quote " apostrophe \' backslash \\ braces {a,b} NULL "" é ß 中文 \u2028'
+    base = {c: None for c in store.INBOUND_COLUMNS} | {"received_at": stamp, "kind": "other"}
+    variants = [
+        base,
+        base | {"message_id": "m@x", "source": "imap://u@h/INBOX#7", "from_addr": "a@b.example",
+                "subject": odd, "kind": "bounce", "bounce": "hard", "recipient": "c@d.example",
+                "status_code": "5.1.1", "reason": odd, "reply_text": "x" * 20_000, "campaign_id": "keep-warm",
+                "return_date": datetime(2027, 4, 1)},
+        base | {"subject": "", "reply_text": "", "reason": "NULL"},
+    ]
+    events = [store.event_row("reply", stamp, candidate_id=None, campaign_id=c,
+                              detail={"text": odd, "ids": [1, None, 2], "nested": {"k": [odd]}})
+              for c in (None, "keep-warm")]
+    db = open_database(db_url)
+    try:
+        with db.sessions.begin() as s:
+            ours = store.insert_inbound_many(s, [v | {"dedupe_key": f"ours{n}"} for n, v in enumerate(variants)])
+            s.execute(insert(Inbound.__table__), [v | {"dedupe_key": f"core{n}"} for n, v in enumerate(variants)])
+            store.add_events(s, events)
+            s.execute(insert(Event.__table__), events)
+            # already stored keys are left alone and not returned; a new one is
+            again = store.insert_inbound_many(s, [base | {"dedupe_key": "ours0"}, base | {"dedupe_key": "ours9"}])
+        assert sorted(ours) == ["ours0", "ours1", "ours2"] and list(again) == ["ours9"]
+        with db.sessions() as s:
+            stored = {r.dedupe_key: r for r in s.execute(select(Inbound)).scalars()}
+            for n in range(len(variants)):
+                a, b = stored[f"ours{n}"], stored[f"core{n}"]
+                assert [getattr(a, c) for c in store.INBOUND_COLUMNS[1:]] == [
+                    getattr(b, c) for c in store.INBOUND_COLUMNS[1:]]
+            assert stored["ours1"].reply_text == "x" * 20_000 and stored["ours1"].subject == odd
+            written = [(e.at, e.kind, e.candidate_id, e.campaign_id, e.detail)
+                       for e in s.execute(select(Event).order_by(Event.id)).scalars()]
+        assert written[:2] == written[2:] and written[0][4]["nested"] == {"k": [odd]}
+        assert written[0][0] == stamp
+    finally:
+        db.dispose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .parsing import Part
+from .parsing import Caseless, Part
 
 _LIST_HEADERS = ("list-id", "list-unsubscribe", "list-post", "list-help")
 _FLAG_HEADERS = (
@@ -23,21 +23,19 @@ _FLAG_HEADERS = (
 _OFF = frozenset(("no", "false", "0", "off"))
 
 # phrases that only an auto-responder puts in a subject, anywhere in it
-_SUBJECT_STRONG = re.compile(
+_SUBJECT_STRONG = Caseless(
     r"automatic reply|auto[- ]?reply|auto[- ]?response|autoresponse|out of (?:the )?office|"
     r"abwesenheitsnotiz|automatische antwort|r[ée]ponse automatique|respuesta autom[áa]tica|"
     r"risposta automatica|automatisch antwoord|resposta autom[áa]tica|automatiskt svar|"
     r"automatisk svar|autosvar|automaattinen vastaus|odpowied[źz] automatyczna|"
     r"automatick[áa] odpov[ěe]d|autom[āa]tisk[āa]? atbilde|automaatne vastus|"
-    r"автоматический ответ|自動応答|自动回复",
-    re.I,
+    r"автоматический ответ|自動応答|自动回复"
 )
 # phrases a person might also write; trusted only when the subject is not "Re: ..."
-_SUBJECT_WEAK = re.compile(
+_SUBJECT_WEAK = Caseless(
     r"\b(?:abwesend|on vacation|on leave|away from (?:the|my) (?:office|desk)|office closed|"
     r"fuera de la oficina|afwezig|absence du bureau|hors du bureau|nicht im b[üu]ro|"
-    r"au[sß]er haus|fuori ufficio|ausente)\b",
-    re.I,
+    r"au[sß]er haus|fuori ufficio|ausente)\b"
 )
 # words that are auto-reply markers only at the very start of a subject
 _SUBJECT_START = re.compile(
@@ -45,7 +43,7 @@ _SUBJECT_START = re.compile(
     r"urlaub|vacances|cong[ée]s?|vacaciones|vakantie|ferie|ferien)\b\s*[:\-–(]",
     re.I,
 )
-_OUT_OF_OFFICE_BODY = re.compile(
+_OUT_OF_OFFICE_BODY = Caseless(
     r"\b(?:i am|i'm|i will be|i'll be)\s+(?:currently\s+|now\s+)?(?:out of (?:the )?office|"
     r"on (?:annual |parental |maternity |paternity |sick )?leave|on (?:vacation|holiday)|"
     r"away from (?:the|my) (?:office|desk)|travell?ing with limited)"
@@ -53,8 +51,7 @@ _OUT_OF_OFFICE_BODY = re.compile(
     r"|\bje suis (?:actuellement )?(?:absente?|en cong[ée]s?|en vacances)"
     r"|\bestoy (?:fuera de la oficina|de vacaciones|ausente)"
     r"|\bik ben (?:momenteel |op dit moment )?(?:afwezig|met vakantie|niet op kantoor)"
-    r"|\bsono (?:attualmente )?(?:fuori ufficio|in ferie|assente)",
-    re.I,
+    r"|\bsono (?:attualmente )?(?:fuori ufficio|in ferie|assente)"
 )
 _REPLY_PREFIX = re.compile(r"^\s*(?:re|aw|sv|vs|antw|odp|ynt|res|rif|r)\s*(?:\[\d+\])?\s*:", re.I)
 
@@ -79,11 +76,11 @@ def auto_reply_reason(msg: Part, subject: str, opening: str | None = None) -> st
         # mailing lists also say bulk; without list headers it is a responder
         return f"Precedence: {precedence}"
     is_reply = bool(_REPLY_PREFIX.match(subject))
-    if _SUBJECT_STRONG.search(subject) or _SUBJECT_START.match(subject):
+    if _SUBJECT_STRONG.found(subject) or _SUBJECT_START.match(subject):
         return "auto-reply subject"
-    if not is_reply and _SUBJECT_WEAK.search(subject):
+    if not is_reply and _SUBJECT_WEAK.found(subject):
         return "auto-reply subject"
-    if opening and not is_reply and _OUT_OF_OFFICE_BODY.search(opening[:400]):
+    if opening and not is_reply and _OUT_OF_OFFICE_BODY.found(opening[:400]):
         return "out-of-office wording"
     return None
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from .htmltext import html_to_text
-from .parsing import Part, addresses, decode_header_value, parse_header_text
+from .parsing import Caseless, Part, addresses, decode_header_value, parse_header_text
 
 MAX_RECIPIENT_SCAN = 16 * 1024  # the notice proper is short; the copied original is not
 
@@ -28,16 +28,15 @@ _DAEMON_LOCAL = re.compile(
     r"^(?:mailer[-_]?daemon|mail[-_]?daemon|postmaster|mail[-_]?delivery[-_]?(?:system|subsystem)?)$"
     r"|^microsoftexchange[0-9a-f]{20,}$"
 )
-_DAEMON_NAME = re.compile(r"mail delivery (?:subsystem|system)|mailer-daemon|postmaster", re.I)
-_SUBJECT = re.compile(
+_DAEMON_NAME = Caseless(r"mail delivery (?:subsystem|system)|mailer-daemon|postmaster")
+_SUBJECT = Caseless(
     r"undeliver|undelivered|returned mail|return(?:ed|ing) (?:mail|message) to sender|"
     r"delivery status notification|delivery (?:failure|failed|problem|notification|report|"
     r"incomplete|delayed)|failure notice|mail delivery failed|could not send message|"
     r"delivery has failed|message not delivered|non remis|non recapitabile|unzustellbar|"
     r"nicht zustellbar|onbestelbaar|no entregado|no se puede entregar|olevererbart|"
     r"levering mislukt|mail system error|delayed mail|message delayed|"
-    r"warning: could not send|address not found",
-    re.I,
+    r"warning: could not send|address not found"
 )
 # the sentences that mail servers put in their notices, by vendor
 _VENDOR_TEXT = (
@@ -237,11 +236,11 @@ def header_signals(msg: Part) -> list[str]:
     local = ""
     for address in addresses(sender) or [sender.strip().strip("<>")]:
         local = address.split("@", 1)[0].lower()
-    if _DAEMON_LOCAL.match(local) or _DAEMON_NAME.search(sender):
+    if _DAEMON_LOCAL.match(local) or _DAEMON_NAME.found(sender):
         signals.append("MAILER-DAEMON sender")
     if msg.header("x-failed-recipients"):
         signals.append("X-Failed-Recipients")
-    if _SUBJECT.search(decode_header_value(msg.header("subject"))):
+    if _SUBJECT.found(decode_header_value(msg.header("subject"))):
         signals.append("bounce subject")
     return signals
 

@@ -72,7 +72,11 @@ def unsubscribe_reason(msg: Part, subject: str, new_text: str | None) -> str | N
     """Why this human message is a request to stop mailing, or None."""
     for name in ("to", "cc", "delivered-to", "x-original-to"):
         for value in msg.all(name):
-            if any("unsubscribe" in a.split("@", 1)[0] for a in addresses(value)):
+            # an address whose lower-cased local part says "unsubscribe" is in a lower-cased
+            # value that says it: most values need no parsing
+            if "unsubscribe" in value.lower() and any(
+                "unsubscribe" in a.split("@", 1)[0] for a in addresses(value)
+            ):
                 return "sent to an unsubscribe address"
     bare_subject = _REPLY_PREFIX.sub("", subject).strip()
     if bare_subject and len(bare_subject) <= 80 and _REQUEST.match(bare_subject):

@@ -2,7 +2,8 @@
 
 Every statement the reply sync runs lives here, in SQLAlchemy Core on the table objects (no
 ORM-enabled updates in the hot path) and set-at-a-time: one statement per batch of messages for
-the dedupe insert, the Message-ID look-up, the address look-up, and each kind of effect.
+the dedupe insert, the Message-ID look-up, the address look-up, and each kind of effect, sent
+through the driver by the forms of store/batch_sql.py.
 
 Effects are guarded so that they can only ever move things in one direction: an enrollment is
 exited once, a pending send is only ever postponed (never brought forward), a suppression is
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.types import Integer, String
 
 from ..models import (
     CLAIMABLE_STATES,
@@ -32,11 +35,11 @@ from ..models import (
     Send,
     Suppression,
 )
+from .batch_sql import ExecuteMany, OneOf, UnnestInsert, ValuesInsert
 from .ledger import ACTIVE_ENROLLMENT, _insert, naive
 
 # Sends that may have reached the recipient, so that mail about them can come back.
 DELIVERED_STATES = ("sent", "unknown")
-CHUNK = 500  # ids per IN (...) list: well under SQLite's and psycopg's parameter limits
 
 _INBOUND = Inbound.__table__
 _SENDS = Send.__table__
@@ -46,14 +49,14 @@ _EVENTS = Event.__table__
 _SUPPRESSIONS = Suppression.__table__
 
 
+def naive_utc(moment: datetime) -> datetime:
+    """ledger.naive, with the common case (already UTC) first."""
+    return moment.replace(tzinfo=None) if moment.tzinfo is UTC else naive(moment)
+
+
 def _one_of(column, values: Sequence[str]):
     """column IN (...) as plain comparisons: an expanding IN cannot go in an executemany."""
     return or_(*(column == v for v in values))
-
-
-def _chunks(items: Sequence, size: int = CHUNK):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 # --- positions --------------------------------------------------------------------------------
@@ -82,43 +85,57 @@ def save_position(session: Session, mailbox: str, uidvalidity: int, last_uid: in
 # --- dedupe -----------------------------------------------------------------------------------
 
 
+_KNOWN = OneOf("keys", String, lambda one_of: select(_INBOUND.c.dedupe_key).where(one_of(_INBOUND.c.dedupe_key)))
+
+
 def known_keys(session: Session, keys: Iterable[str]) -> set[str]:
     keys = list(dict.fromkeys(keys))
-    conn = session.connection()
-    found: set[str] = set()
-    for chunk in _chunks(keys):
-        found.update(
-            conn.execute(select(_INBOUND.c.dedupe_key).where(_INBOUND.c.dedupe_key.in_(chunk))).scalars()
-        )
-    return found
+    if not keys:
+        return set()
+    return set(_KNOWN.execute(session.connection(), keys).scalars())
 
 
-_INSERTS: dict[str, object] = {}
 INBOUND_COLUMNS = tuple(c.name for c in _INBOUND.columns if c.name != "id")
+EVENT_COLUMNS = ("at", "kind", "candidate_id", "campaign_id", "detail")
+def _new_inbound(on_conflict):
+    return on_conflict.on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(
+        _INBOUND.c.id, _INBOUND.c.dedupe_key
+    )
+
+
+_BULK: dict[tuple[str, str], ValuesInsert | UnnestInsert] = {}
+
+
+def _bulk(conn, name: str) -> ValuesInsert | UnnestInsert:
+    """The batch INSERT of `name` ("inbound", "events") for this connection's dialect."""
+    key = (conn.dialect.name, name)
+    bulk = _BULK.get(key)
+    if bulk is None:  # built once per dialect: rendering costs more than running
+        table, columns = (_INBOUND, INBOUND_COLUMNS) if name == "inbound" else (_EVENTS, EVENT_COLUMNS)
+        if conn.dialect.name == "postgresql":
+            bulk = UnnestInsert(postgresql.insert, table, columns)
+            if name == "inbound":
+                bulk.finish(_new_inbound)
+        elif name == "inbound":
+            bulk = ValuesInsert(conn, _new_inbound(sqlite.insert(table)), columns)
+        else:
+            bulk = ValuesInsert(conn, table.insert().inline(), columns)  # inline: no RETURNING id
+        _BULK[key] = bulk
+    return bulk
 
 
 def insert_inbound_many(session: Session, rows: Sequence[dict]) -> dict[str, int]:
     """INSERT ... ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key for a batch of
-    rows (every column but `id`, distinct dedupe keys), as multi-row statements of a few
-    hundred rows each. Returns {dedupe key: new id} for the rows this call created; a key
-    absent from the answer was stored before (or by another daemon a moment ago), and its
-    effects are that earlier insert's."""
+    rows (every column but `id`, distinct dedupe keys), in as few statements as _bulk allows.
+    Returns {dedupe key: new id} for the rows this call created; a key absent from the answer
+    was stored before (or by another daemon a moment ago), and its effects are that earlier
+    insert's."""
     if not rows:
         return {}
-    dialect = session.get_bind().dialect.name
-    stmt = _INSERTS.get(dialect)
-    if stmt is None:  # built once: constructing the statement costs more than running it
-        stmt = _INSERTS[dialect] = (
-            _insert(session, _INBOUND)
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-            .returning(_INBOUND.c.id, _INBOUND.c.dedupe_key)
-        )
     conn = session.connection()
     created: dict[str, int] = {}
-    for chunk in _chunks(rows, 250):
-        # executemany + RETURNING: SQLAlchemy's "insertmanyvalues" sends one multi-row
-        # INSERT ... VALUES (...), (...) per chunk and gathers the returned rows.
-        for new_id, key in conn.execute(stmt, list(chunk)):
+    for result in _bulk(conn, "inbound").execute(conn, rows):
+        for new_id, key in result:
             created[key] = new_id
     return created
 
@@ -155,39 +172,34 @@ _SEND_COLUMNS = (
 )
 _SENDS_WITH_CANDIDATE = _SENDS.join(_CANDIDATES, _CANDIDATES.c.id == _SENDS.c.candidate_id)
 
-_BY_MESSAGE_ID = (
-    select(*_SEND_COLUMNS)
-    .select_from(_SENDS_WITH_CANDIDATE)
-    .where(_SENDS.c.message_id.in_(bindparam("ids", expanding=True)))
-)
+_BY_MESSAGE_ID = OneOf("ids", String, lambda one_of: (
+    select(*_SEND_COLUMNS).select_from(_SENDS_WITH_CANDIDATE).where(one_of(_SENDS.c.message_id))
+))
 
 
 def sends_by_message_id(session: Session, message_ids: Iterable[str]) -> dict[str, SendRef]:
     """Ledger rows whose Message-ID is one of these (ids are stored without angle brackets)."""
     ids = list(dict.fromkeys(i for i in message_ids if i))
-    conn = session.connection()
-    out: dict[str, SendRef] = {}
-    for chunk in _chunks(ids):
-        for r in conn.execute(_BY_MESSAGE_ID, {"ids": list(chunk)}):
-            out[r[7]] = SendRef(*r)
-    return out
+    if not ids:
+        return {}
+    return {r[7]: SendRef(*r) for r in _BY_MESSAGE_ID.execute(session.connection(), ids)}
 
 
-_BY_ADDRESS = (
+_BY_ADDRESS = OneOf("addresses", String, lambda one_of: (
     select(*_SEND_COLUMNS)
     .select_from(_SENDS_WITH_CANDIDATE)
     .where(
-        _CANDIDATES.c.email.in_(bindparam("addresses", expanding=True)),
-        _SENDS.c.state.in_(DELIVERED_STATES),
+        one_of(_CANDIDATES.c.email),
+        _one_of(_SENDS.c.state, DELIVERED_STATES),
         _SENT_AT.between(bindparam("low"), bindparam("high")),
     )
-)
+))
 
 
 class RecentSends:
     """Sends that may have reached some addresses, fetched once for a whole batch of
-    messages (one query per few hundred addresses, over the union of their windows); then
-    `latest(addresses, received)` answers each message from memory."""
+    messages (one query, over the union of their windows); then `latest(addresses, received)`
+    answers each message from memory."""
 
     def __init__(self, by_address: Mapping[str, list[SendRef]], window: timedelta, slack: timedelta):
         self.by_address = by_address
@@ -202,12 +214,10 @@ class RecentSends:
         """`wanted`: address (lower-case) -> the arrival times of the messages naming it."""
         by_address: dict[str, list[SendRef]] = {}
         if wanted:
-            times = [naive(t) for ts in wanted.values() for t in ts]
+            times = [naive_utc(t) for ts in wanted.values() for t in ts]
             low, high = min(times) - window, max(times) + slack
-            conn = session.connection()
-            for chunk in _chunks(sorted(wanted)):
-                for r in conn.execute(_BY_ADDRESS, {"addresses": list(chunk), "low": low, "high": high}):
-                    by_address.setdefault(r[5], []).append(SendRef(*r))
+            for r in _BY_ADDRESS.execute(session.connection(), sorted(wanted), low=low, high=high):
+                by_address.setdefault(r[5], []).append(SendRef(*r))
             for refs in by_address.values():
                 refs.sort(key=lambda ref: (ref.sent_at, ref.send_id), reverse=True)
         return cls(by_address, window, slack)
@@ -215,7 +225,7 @@ class RecentSends:
     def latest(self, addresses: Sequence[str], received: datetime) -> SendRef | None:
         """The latest send that may have reached one of these addresses within `window`
         before `received` (plus `slack` for clocks that disagree); ties: the higher id."""
-        at = naive(received)
+        at = naive_utc(received)
         low, high = at - self.window, at + self.slack
         best = None
         for address in addresses:
@@ -240,24 +250,26 @@ class _Enrollment:
     enrolled_at: datetime
 
 
-_ACTIVE_OF = select(
+_ACTIVE_OF = OneOf("candidates", Integer, lambda one_of: select(
     _ENROLLMENTS.c.id, _ENROLLMENTS.c.candidate_id, _ENROLLMENTS.c.campaign_id,
     _ENROLLMENTS.c.paused_until, _ENROLLMENTS.c.enrolled_at,
 ).where(
-    _ENROLLMENTS.c.candidate_id.in_(bindparam("candidates", expanding=True)),
-    _ENROLLMENTS.c.state.in_(ACTIVE_ENROLLMENT),
-).order_by(_ENROLLMENTS.c.id)
+    one_of(_ENROLLMENTS.c.candidate_id),
+    _one_of(_ENROLLMENTS.c.state, ACTIVE_ENROLLMENT),
+).order_by(_ENROLLMENTS.c.id))
 
-_QUEUED_OF = select(_SENDS.c.id, _SENDS.c.enrollment_id, _SENDS.c.due_at).where(
-    _SENDS.c.candidate_id.in_(bindparam("candidates", expanding=True)),
-    _SENDS.c.state.in_(CLAIMABLE_STATES),
-).order_by(_SENDS.c.id)
+_QUEUED_OF = OneOf("candidates", Integer, lambda one_of: select(
+    _SENDS.c.id, _SENDS.c.enrollment_id, _SENDS.c.due_at
+).where(
+    one_of(_SENDS.c.candidate_id),
+    _one_of(_SENDS.c.state, CLAIMABLE_STATES),
+).order_by(_SENDS.c.id))
 
-_SUPPRESSED = select(_SUPPRESSIONS.c.email_hash).where(
-    _SUPPRESSIONS.c.email_hash.in_(bindparam("hashes", expanding=True))
-)
+_SUPPRESSED = OneOf("hashes", String, lambda one_of: (
+    select(_SUPPRESSIONS.c.email_hash).where(one_of(_SUPPRESSIONS.c.email_hash))
+))
 
-_PAUSE = (
+_PAUSE = ExecuteMany(
     update(_ENROLLMENTS)
     .where(
         _ENROLLMENTS.c.id == bindparam("e_id"),
@@ -265,7 +277,7 @@ _PAUSE = (
     )
     .values(paused_until=bindparam("until"))
 )
-_POSTPONE = (
+_POSTPONE = ExecuteMany(
     update(_SENDS)
     .where(
         _SENDS.c.id == bindparam("s_id"),
@@ -274,27 +286,30 @@ _POSTPONE = (
     )
     .values(due_at=bindparam("until"), updated_at=bindparam("stamp"))
 )
-_EXIT_ENROLLMENT = (
+_EXIT_ENROLLMENT = ExecuteMany(
     update(_ENROLLMENTS)
     .where(_ENROLLMENTS.c.id == bindparam("e_id"), _one_of(_ENROLLMENTS.c.state, ACTIVE_ENROLLMENT))
     .values(state="exited", exit_reason=bindparam("why"), exited_at=bindparam("stamp"), needs_next=False)
 )
-_CANCEL_ENROLLMENT_SENDS = (
+_CANCEL_ENROLLMENT_SENDS = ExecuteMany(
     update(_SENDS)
     .where(_SENDS.c.enrollment_id == bindparam("e_id"), _one_of(_SENDS.c.state, CLAIMABLE_STATES))
     .values(state="cancelled", reason=bindparam("why"), updated_at=bindparam("stamp"))
 )
 # A suppression ends every enrollment of the candidate (ledger.end_enrollments, per candidate).
-_EXIT_CANDIDATE = (
+_EXIT_CANDIDATE = ExecuteMany(
     update(_ENROLLMENTS)
     .where(_ENROLLMENTS.c.candidate_id == bindparam("c_id"), _one_of(_ENROLLMENTS.c.state, ACTIVE_ENROLLMENT))
     .values(state="exited", exit_reason=bindparam("why"), exited_at=bindparam("stamp"), needs_next=False)
 )
-_CANCEL_CANDIDATE_SENDS = (
+_CANCEL_CANDIDATE_SENDS = ExecuteMany(
     update(_SENDS)
     .where(_SENDS.c.candidate_id == bindparam("c_id"), _one_of(_SENDS.c.state, CLAIMABLE_STATES))
     .values(state="cancelled", reason=bindparam("why"), updated_at=bindparam("stamp"))
 )
+
+_SUPPRESS_SQLITE = ExecuteMany(sqlite.insert(_SUPPRESSIONS).on_conflict_do_nothing(index_elements=["email_hash"]))
+_SUPPRESS_PG = ExecuteMany(postgresql.insert(_SUPPRESSIONS).on_conflict_do_nothing(index_elements=["email_hash"]))
 
 # pool.suppress: the exit reason of the enrollments a suppression ends.
 SUPPRESSION_EXIT_REASON = {"bounced": "bounced", "complained": "unsubscribed"}
@@ -319,15 +334,13 @@ class Effects:
         self.active: dict[int, list[_Enrollment]] = {}
         self.queued: dict[int, list[list]] = {}  # enrollment -> [[send id, due_at], ...]
         ids = sorted(set(candidate_ids))
-        for chunk in _chunks(ids):
-            for row in self.conn.execute(_ACTIVE_OF, {"candidates": list(chunk)}):
+        if ids:
+            for row in _ACTIVE_OF.execute(self.conn, ids):
                 self.active.setdefault(row.candidate_id, []).append(_Enrollment(*row))
-            for send_id, enrollment_id, due_at in self.conn.execute(_QUEUED_OF, {"candidates": list(chunk)}):
+            for send_id, enrollment_id, due_at in _QUEUED_OF.execute(self.conn, ids):
                 self.queued.setdefault(enrollment_id, []).append([send_id, due_at])
         hashes = sorted({db.email_hash(e) for e in emails})
-        self.suppressed: set[str] = set()
-        for chunk in _chunks(hashes):
-            self.suppressed.update(self.conn.execute(_SUPPRESSED, {"hashes": list(chunk)}).scalars())
+        self.suppressed: set[str] = set(_SUPPRESSED.execute(self.conn, hashes).scalars()) if hashes else set()
         self._pause: dict[int, datetime] = {}
         self._postpone: dict[int, datetime] = {}
         self._exit_enrollment: list[dict] = []
@@ -336,7 +349,7 @@ class Effects:
         self.events: list[dict] = []
 
     def _started_before(self, candidate_id: int, received: datetime) -> list[_Enrollment]:
-        at = naive(received)
+        at = naive_utc(received)
         return [e for e in self.active.get(candidate_id, ()) if e.enrolled_at <= at]
 
     def end_on_reply(
@@ -398,20 +411,14 @@ class Effects:
     def flush(self, extra_events: Sequence[dict] = ()) -> None:
         conn = self.conn
         if self._suppress:
-            stmt = _insert(self.session, _SUPPRESSIONS).on_conflict_do_nothing(index_elements=["email_hash"])
-            conn.execute(stmt, self._suppress)
-        if self._pause:
-            conn.execute(_PAUSE, [{"e_id": k, "until": v} for k, v in self._pause.items()])
-        if self._postpone:
-            conn.execute(
-                _POSTPONE, [{"s_id": k, "until": v, "stamp": self.stamp} for k, v in self._postpone.items()]
-            )
-        if self._exit_enrollment:
-            conn.execute(_EXIT_ENROLLMENT, self._exit_enrollment)
-            conn.execute(_CANCEL_ENROLLMENT_SENDS, self._exit_enrollment)
-        if self._exit_candidate:
-            conn.execute(_EXIT_CANDIDATE, self._exit_candidate)
-            conn.execute(_CANCEL_CANDIDATE_SENDS, self._exit_candidate)
+            suppress = _SUPPRESS_PG if conn.dialect.name == "postgresql" else _SUPPRESS_SQLITE
+            suppress(conn, self._suppress)
+        _PAUSE(conn, [{"e_id": k, "until": v} for k, v in self._pause.items()])
+        _POSTPONE(conn, [{"s_id": k, "until": v, "stamp": self.stamp} for k, v in self._postpone.items()])
+        _EXIT_ENROLLMENT(conn, self._exit_enrollment)
+        _CANCEL_ENROLLMENT_SENDS(conn, self._exit_enrollment)
+        _EXIT_CANDIDATE(conn, self._exit_candidate)
+        _CANCEL_CANDIDATE_SENDS(conn, self._exit_candidate)
         add_events(self.session, [*self.events, *extra_events])
 
 
@@ -452,9 +459,11 @@ def event_row(
 
 
 def add_events(session: Session, rows: Sequence[dict]) -> None:
-    """Audit events, in one executemany."""
+    """Audit events (dicts of EVENT_COLUMNS), written as _bulk writes a batch."""
     if rows:
-        session.connection().execute(_EVENTS.insert(), list(rows))
+        conn = session.connection()
+        for _result in _bulk(conn, "events").execute(conn, rows):
+            pass
 
 
 def candidate_email(session: Session, candidate_id: int) -> str | None:

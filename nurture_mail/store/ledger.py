@@ -1,4 +1,5 @@
-"""The enrollments and the send ledger: enrol, schedule, claim, record, cancel.
+"""The enrollments and the send ledger: claim, record, cancel (enrolment and scheduling:
+`enrolment`).
 
 Exactly-once rests on three things here:
 * one ledger row per (enrollment, step), enforced by a unique constraint, with its Message-ID
@@ -12,26 +13,25 @@ Exactly-once rests on three things here:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import (
-    Boolean,
-    DateTime,
-    String,
     and_,
     bindparam,
     exists,
     func,
-    literal,
+    literal_column,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..models import (
+    _CLAIMABLE_SQL,
     CLAIMABLE_STATES,
     Campaign,
     Candidate,
@@ -124,12 +124,17 @@ _CANCEL = (
 
 
 def _claim_statement(postgresql: bool):
+    # The states as literal SQL, so the planner can prove the partial index `ix_sends_claimable`
+    # applies; on SQLite the campaign test is written `+campaign_id` so the planner does not
+    # prefer the report index instead: that read every row of the campaign, sent ones too, and
+    # sorted them on every claim (10 ms per claim over 20,000 rows, 0.08 ms via the index).
+    campaign = _SENDS.c.campaign_id if postgresql else literal_column("+sends.campaign_id")
     pick = (
         select(_SENDS.c.id)
         .where(
-            _SENDS.c.state.in_(CLAIMABLE_STATES),
+            text(f"sends.{_CLAIMABLE_SQL}"),
             _SENDS.c.due_at <= bindparam("due_by"),
-            _SENDS.c.campaign_id.in_(bindparam("campaigns", expanding=True)),
+            campaign.in_(bindparam("campaigns", expanding=True)),
         )
         .order_by(_SENDS.c.due_at, _SENDS.c.id)
         .limit(bindparam("limit"))
@@ -171,7 +176,7 @@ def end_enrollments(
     )
 
 
-# --- campaigns and enrolment ------------------------------------------------------------------
+# --- campaigns ---------------------------------------------------------------------------------
 
 
 def sync_campaign(session: Session, campaign_id: str, name: str, status: str, step_ids: list[str], stamp: datetime) -> None:
@@ -209,121 +214,6 @@ def cancel_removed_steps(session: Session, campaign_id: str, step_ids: list[str]
         .values(needs_next=True)
     )
     return len(enrollment_ids)
-
-
-def enrol(session: Session, campaign_id: str, audience_clause, stamp: datetime) -> int:
-    """Enrol everyone newly matching the audience, in one INSERT ... SELECT inside the database."""
-    already = exists().where(
-        Enrollment.candidate_id == Candidate.id, Enrollment.campaign_id == campaign_id
-    )
-    source = select(
-        Candidate.id,
-        literal(campaign_id, String),
-        literal("active", String),
-        literal(stamp, DateTime),
-        literal(True, Boolean),
-    ).where(audience_clause, ~already)
-    stmt = _insert(session, Enrollment.__table__).from_select(
-        ["candidate_id", "campaign_id", "state", "enrolled_at", "needs_next"], source
-    )
-    # Counted before and after: rowcount of INSERT ... SELECT is not reliable on every driver,
-    # and RETURNING would bring a million ids into memory for a big first enrolment.
-    count = select(func.count()).select_from(Enrollment).where(Enrollment.campaign_id == campaign_id)
-    before = session.execute(count).scalar_one()
-    session.execute(stmt.on_conflict_do_nothing())
-    return session.execute(count).scalar_one() - before
-
-
-@dataclass(frozen=True)
-class Pending:
-    """An enrollment whose next step must be placed in the ledger."""
-
-    enrollment_id: int
-    candidate_id: int
-    email: str
-    timezone: str | None
-    anchor: datetime  # aware UTC: enrolment time, or the previous step's send
-    done: frozenset[str]
-    paused_until: datetime | None = None  # an out-of-office: not before this
-
-
-def needing_next(session: Session, campaign_id: str, limit: int) -> list[Pending]:
-    rows = session.execute(
-        select(
-            Enrollment.id,
-            Enrollment.candidate_id,
-            Candidate.email,
-            Candidate.timezone,
-            func.coalesce(Enrollment.last_sent_at, Enrollment.enrolled_at),
-            Enrollment.paused_until,
-        )
-        .join(Candidate, Candidate.id == Enrollment.candidate_id)
-        .where(
-            Enrollment.campaign_id == campaign_id,
-            Enrollment.needs_next.is_(True),
-            Enrollment.state == "active",
-        )
-        # No ORDER BY: any batch will do, and reading the partial index as it lies avoids
-        # sorting every waiting enrollment once per batch (quadratic over a million).
-        .limit(limit)
-    ).all()
-    if not rows:
-        return []
-    done: dict[int, set[str]] = {r[0]: set() for r in rows}
-    for eid, step_id in session.execute(
-        select(Send.enrollment_id, Send.step_id).where(Send.enrollment_id.in_(list(done)))
-    ):
-        done[eid].add(step_id)
-    return [
-        Pending(r[0], r[1], r[2], r[3], aware(r[4]), frozenset(done[r[0]]), aware(r[5])) for r in rows
-    ]
-
-
-def add_sends(session: Session, rows: list[dict], completed: Iterable[int], stamp: datetime) -> None:
-    """Insert next-step rows (ignoring any another daemon already made) and close enrollments
-    that have no step left."""
-    if rows:
-        session.execute(_insert(session, Send.__table__).on_conflict_do_nothing(), rows)
-        ids = [r["enrollment_id"] for r in rows]
-        session.execute(
-            update(Enrollment).where(Enrollment.id.in_(ids)).values(needs_next=False)
-        )
-    done = list(completed)
-    if done:
-        session.execute(
-            update(Enrollment)
-            .where(Enrollment.id.in_(done), Enrollment.state == "active")
-            .values(state="completed", needs_next=False, exit_reason="completed", exited_at=stamp)
-        )
-
-
-def new_send_row(
-    *,
-    enrollment_id: int,
-    campaign_id: str,
-    candidate_id: int,
-    step_id: str,
-    step_number: int,
-    variant: str | None,
-    due_at: datetime,
-    message_id: str,
-    stamp: datetime,
-) -> dict:
-    return {
-        "enrollment_id": enrollment_id,
-        "campaign_id": campaign_id,
-        "candidate_id": candidate_id,
-        "step_id": step_id,
-        "step_number": step_number,
-        "variant": variant,
-        "state": "scheduled",
-        "due_at": naive(due_at),
-        "message_id": message_id,
-        "data_started": False,
-        "attempts": 0,
-        "created_at": stamp,
-        "updated_at": stamp,
-    }
 
 
 # --- claiming ---------------------------------------------------------------------------------
@@ -423,58 +313,52 @@ def claimed_details(session: Session, ids: Sequence[int]) -> list[Claimed]:
     """Everything about the claimed rows in two Core queries (no ORM objects: a hot path)."""
     if not ids:
         return []
-    sends, enrollments, candidates = Send.__table__, Enrollment.__table__, Candidate.__table__
-    suppressed = exists().where(Suppression.__table__.c.email == candidates.c.email)
-    rows = session.execute(
-        select(
-            sends.c.id, sends.c.enrollment_id, sends.c.campaign_id, sends.c.step_id,
-            sends.c.variant, sends.c.message_id, sends.c.attempts, sends.c.due_at,
-            enrollments.c.state.label("enrollment_state"), suppressed.label("suppressed"),
-            *candidates.c,
-        )
-        .select_from(sends.join(enrollments, enrollments.c.id == sends.c.enrollment_id)
-                     .join(candidates, candidates.c.id == sends.c.candidate_id))
-        .where(sends.c.id.in_(list(ids)))
-        .order_by(sends.c.id)
-    ).mappings().all()
+    rows = session.execute(_CLAIMED_DETAILS, {"ids": list(ids)}).all()
     tags: dict[int, list[str]] = {}
-    tag_t = CandidateTag.__table__
-    for cid, tag in session.execute(
-        select(tag_t.c.candidate_id, tag_t.c.tag).where(tag_t.c.candidate_id.in_({r[candidates.c.id] for r in rows}))
-    ):
-        tags.setdefault(cid, []).append(tag)
+    if rows:
+        for cid, tag in session.execute(_TAGS_OF, {"ids": list({r[_CANDIDATE_AT] for r in rows})}):
+            tags.setdefault(cid, []).append(tag)
     out = []
     for r in rows:
-        cid = r[candidates.c.id]
+        candidate = dict(zip(_CANDIDATE_KEYS, r[_CANDIDATE_AT:], strict=True))
+        candidate["decided_at"] = aware(candidate["decided_at"])
+        candidate["created_at"] = aware(candidate["created_at"])
+        candidate["attributes"] = dict(candidate["attributes"] or {})
+        candidate["tags"] = sorted(tags.get(candidate["id"], []))
         out.append(
             Claimed(
-                send_id=r[sends.c.id],
-                enrollment_id=r["enrollment_id"],
-                campaign_id=r["campaign_id"],
-                step_id=r["step_id"],
-                variant=r["variant"],
-                message_id=r["message_id"],
-                attempts=r["attempts"],
-                due_at=aware(r["due_at"]),
-                enrollment_state=r["enrollment_state"],
-                suppressed=bool(r["suppressed"]),
-                candidate=candidate_fields(_CandidateRow(r, candidates), sorted(tags.get(cid, []))),
+                send_id=r[0], enrollment_id=r[1], campaign_id=r[2], step_id=r[3], variant=r[4],
+                message_id=r[5], attempts=r[6], due_at=aware(r[7]), enrollment_state=r[8],
+                suppressed=bool(r[9]), candidate=candidate,
             )
         )
     return out
 
 
-class _CandidateRow:
-    """Attribute access over a Core row, so `candidate_fields` serves ORM objects and rows."""
-
-    __slots__ = ("_row", "_cols")
-
-    def __init__(self, row, table):
-        self._row = row
-        self._cols = table.c
-
-    def __getattr__(self, name: str):
-        return self._row[self._cols[name]]
+# What rules and templates see of a candidate, in `candidate_fields` order (plus "tags").
+_CANDIDATE_KEYS = (
+    "id", "email", "first_name", "last_name", "full_name", "status", "timezone", "owner", "role",
+    "stage_reached", "decided_at", "source", "created_at", "token_key", "attributes",
+)
+_CANDIDATE_AT = 10  # the first candidate column in _CLAIMED_DETAILS
+_CLAIMED_DETAILS = (
+    select(
+        _SENDS.c.id, _SENDS.c.enrollment_id, _SENDS.c.campaign_id, _SENDS.c.step_id,
+        _SENDS.c.variant, _SENDS.c.message_id, _SENDS.c.attempts, _SENDS.c.due_at,
+        _ENROLLMENTS.c.state,
+        exists().where(Suppression.__table__.c.email == Candidate.__table__.c.email),
+        *(Candidate.__table__.c[key] for key in _CANDIDATE_KEYS),
+    )
+    .select_from(
+        _SENDS.join(_ENROLLMENTS, _ENROLLMENTS.c.id == _SENDS.c.enrollment_id)
+        .join(Candidate.__table__, Candidate.__table__.c.id == _SENDS.c.candidate_id)
+    )
+    .where(_SENDS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_SENDS.c.id)
+)
+_TAGS_OF = select(CandidateTag.__table__.c.candidate_id, CandidateTag.__table__.c.tag).where(
+    CandidateTag.__table__.c.candidate_id.in_(bindparam("ids", expanding=True))
+)
 
 
 def candidate_fields(c: Candidate, tags: list[str]) -> dict:
@@ -563,6 +447,9 @@ class Writes:
 
     def cancel(self, send_id: int, reason: str) -> None:
         self.cancelled.append({"p_id": send_id, "p_reason": reason})
+
+    def any(self) -> bool:
+        return bool(self.finished or self.moved or self.cancelled)
 
     def flush(self, session: Session) -> None:
         conn = session.connection()

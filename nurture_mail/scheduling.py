@@ -1,0 +1,139 @@
+"""Placing next steps in the ledger, one campaign at a time: `schedule_campaign`.
+
+What every tick does after enrolling (`Engine._schedule`). The rows are exactly those that
+`sequencing.next_step` and `sequencing.schedule_step` give enrollment by enrollment (same step,
+due time and variant; a new Message-ID of the same form as `messages.make_message_id`); they
+are only made faster, which matters when a campaign enrols a million candidates at once:
+
+* the due time depends on the time zone, the anchor (enrolment or last send) and any pause, so
+  it is computed once per group of enrollments that share them (`sequencing.Scheduler`);
+* enrollments with no ledger row yet and no pause get their first step set-at-a-time inside
+  the database (`enrolment.place_first_steps`), in spans of `FIRST_SPAN` per transaction;
+* everything else (a next step after a send, a paused enrollment, a step that was removed) is
+  read in batches of `BATCH` and placed from Python, with Message-IDs made in bulk.
+
+Each span or batch is one transaction, so a crash leaves every enrollment either placed (its
+ledger row and Message-ID made together) or still waiting.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from datetime import datetime
+
+from .campaigns import Campaign
+from .database import Database
+from .messages import make_message_id
+from .sequencing import Scheduler, next_step, variant_for
+from .store import enrolment
+from .store.ledger import aware, naive
+
+# Waiting enrollments per first-step transaction. SQLite: big spans write the message_id index
+# in fewer sweeps (a 250,000 span holds the write lock about 5 s). PostgreSQL: the span's rows
+# pass through Python, so smaller spans bound the daemon's memory.
+FIRST_SPAN = {"sqlite": 250_000, "postgresql": 50_000}
+BATCH = 5000  # enrollments per transaction on the general way
+_MAX_ROUNDS = 1_000_000  # more spans or batches than any pool needs: a loop guard only
+_UNSET = object()
+
+
+def message_ids(domain: str, count: int) -> list[str]:
+    """`count` new Message-IDs, each as `messages.make_message_id(domain)` makes one (128
+    random bits as 22 URL-safe base64 characters, then @ and the domain in ASCII), made in bulk.
+    """
+    if count <= 0:
+        return []
+    suffix = "@" + make_message_id(domain).split("@", 1)[1]
+    # Each 16 random bytes padded to 18 encode to 24 characters, the first 22 of which are the
+    # unpadded encoding of the 16 bytes (the 22nd holds 2 bits then zero bits either way).
+    padded = bytearray(18 * count)
+    raw = os.urandom(16 * count)
+    for i in range(16):
+        padded[i::18] = raw[i::16]
+    text = base64.urlsafe_b64encode(padded).decode("ascii")
+    return [text[i : i + 22] + suffix for i in range(0, 24 * count, 24)]
+
+
+def schedule_campaign(
+    db: Database, campaign: Campaign, *, now: datetime, default_timezone: str, domain: str
+) -> tuple[int, int]:
+    """Give every enrollment of `campaign` that waits for its next step a ledger row for it, or
+    complete it when no step is left. Returns (rows placed, enrollments completed)."""
+    stamp = naive(now)
+    scheduler = Scheduler(campaign, default_timezone)
+    placed = _first_steps(db, campaign, scheduler, stamp, domain)
+    more, completed = _next_steps(db, campaign, scheduler, stamp, domain)
+    return placed + more, completed
+
+
+def _first_steps(db: Database, campaign: Campaign, scheduler: Scheduler, stamp: datetime, domain: str) -> int:
+    """Fresh enrollments (no ledger row, no pause): their first step, set-at-a-time."""
+    step = next_step(campaign, frozenset())
+    if step is None:
+        return 0
+    first = enrolment.FirstStep(
+        campaign_id=campaign.id,
+        step_id=step.id,
+        step_number=step.number,
+        due=lambda zone, anchor: naive(scheduler.due(step, aware(anchor), zone)[0]),
+        by_zone=campaign.schedule.timezone == "candidate",
+        message_ids=lambda n: message_ids(domain, n),
+        variant=(lambda key: variant_for(step, key)) if step.variants else None,
+        stamp=stamp,
+    )
+    placed, after = 0, 0
+    for _ in range(_MAX_ROUNDS):
+        with db.sessions.begin() as session:
+            upto, count = enrolment.waiting_span(session, campaign.id, after, FIRST_SPAN[db.dialect])
+            if not count:
+                return placed
+            placed += enrolment.place_first_steps(session, first, after, upto, count)
+        after = upto
+    raise AssertionError("unreachable: spans advance through a finite table")
+
+
+def _next_steps(
+    db: Database, campaign: Campaign, scheduler: Scheduler, stamp: datetime, domain: str
+) -> tuple[int, int]:
+    """Every other waiting enrollment, in batches placed from Python."""
+    placed = completed = 0
+    steps: dict[frozenset[str], object] = {}
+    for _ in range(_MAX_ROUNDS):
+        with db.sessions.begin() as session:
+            pending = enrolment.needing_next(session, campaign.id, BATCH)
+            if not pending:
+                return placed, completed
+            rows, finished = [], []
+            ids = iter(message_ids(domain, len(pending)))
+            for p in pending:
+                step = steps.get(p.done, _UNSET)
+                if step is _UNSET:
+                    if len(steps) > 10_000:  # distinct progress states: a handful in practice
+                        steps.clear()
+                    step = steps[p.done] = next_step(campaign, p.done)
+                if step is None:
+                    finished.append(p.enrollment_id)
+                    continue
+                due = scheduler.schedule(
+                    step, anchor=p.anchor, candidate_key=p.email, candidate_timezone=p.timezone,
+                    not_before=p.paused_until,
+                )
+                rows.append(
+                    enrolment.new_send_row(
+                        enrollment_id=p.enrollment_id,
+                        campaign_id=campaign.id,
+                        candidate_id=p.candidate_id,
+                        step_id=step.id,
+                        step_number=step.number,
+                        variant=due.variant,
+                        due_at=due.due_at,
+                        message_id=next(ids),
+                        stamp=stamp,
+                    )
+                )
+            enrolment.add_sends(session, rows, finished, stamp)
+            placed += len(rows)
+            completed += len(finished)
+    raise AssertionError("unreachable: every batch clears the enrollments it read")
+

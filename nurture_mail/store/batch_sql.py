@@ -1,0 +1,236 @@
+"""Statements that read or write a whole batch of rows at once, sent through the driver.
+
+SQLAlchemy Core pays, per row of an executemany or a multi-row insert, for building parameter
+dicts and running bind processors through its generic machinery: more than SQLite itself
+spends on the row. psycopg parses and caches only statements under 4 kB with at most 50
+parameters, so a multi-row INSERT or an IN list of a few hundred values is parsed again on
+every execution, and it writes an array parameter in text, quoting each element in Python.
+So, for the reply sync's batches (store/inbound.py):
+
+* `ValuesInsert` (SQLite): INSERT ... VALUES (...), (...), rendered once per row count;
+* `UnnestInsert` (PostgreSQL): INSERT ... SELECT FROM unnest(one array per column): one
+  statement per batch whose text never changes, the arrays in binary (`Binary`);
+* `OneOf`: a SELECT testing a column against a list bound as ONE parameter (= ANY(array) on
+  PostgreSQL, IN json_each(...) on SQLite), so its text never changes either;
+* `ExecuteMany`: a statement run once per row, on SQLite through the driver's executemany.
+
+Every statement is rendered by SQLAlchemy from Core (with the dialect's casts), and every value
+goes through its column's or bind's own processor: the rows stored are those Core stores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+
+from sqlalchemy import any_, bindparam, func, literal_column, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.types import String, Text
+
+
+def _chunks(items: Sequence, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class OneOf:
+    """A SELECT that tests a column against a list bound as one parameter, built once per
+    dialect: `column = ANY(:list)` (an array, sent in binary) on PostgreSQL, `column IN
+    (SELECT value FROM json_each(:list))` (a JSON array) on SQLite. The text does not change
+    with the list's length, so it is compiled once, and psycopg, which parses and caches only
+    short statements with few parameters, does not re-parse hundreds of placeholders a batch."""
+
+    def __init__(self, name: str, item_type, build: Callable):
+        self.name = name
+        self.postgresql = Binary(build(lambda column: column == any_(bindparam(name, type_=ARRAY(item_type)))))
+        values = select(literal_column("value")).select_from(func.json_each(bindparam(name)))
+        self.sqlite = build(lambda column: column.in_(values))
+
+    def execute(self, conn, values: Iterable, **params):
+        values = list(values)
+        if conn.dialect.name == "postgresql":
+            return self.postgresql.execute(conn, {self.name: values, **params})
+        return conn.execute(self.sqlite, {self.name: json.dumps(values), **params})
+
+
+class Binary:
+    """A statement run on PostgreSQL through the driver with its array parameters in binary
+    (`%(name)b`): psycopg writes a binary array of 500 strings in a twentieth of the time of
+    the text form, which quotes and escapes each element in Python. Rendered once by the
+    dialect (with its casts); values pass through the binds' own processors."""
+
+    def __init__(self, stmt):
+        self.stmt = stmt
+        self._compiled: dict[tuple[str, str], tuple] = {}
+
+    def _compile(self, dialect) -> tuple:
+        compiled = self.stmt.compile(dialect=dialect)
+        text = compiled.string
+        binds = []
+        for name, bind in compiled.binds.items():
+            if isinstance(bind.type, ARRAY):
+                text = text.replace(f"%({name})s", f"%({name})b")
+            proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            binds.append((name, bind.key, bind.required, None if bind.required else bind.effective_value, proc))
+        return text, binds
+
+    def execute(self, conn, params: Mapping):
+        dialect = conn.dialect
+        key = (dialect.name, dialect.driver)
+        plan = self._compiled.get(key)
+        if plan is None:
+            plan = self._compiled[key] = self._compile(dialect)
+        text, binds = plan
+        values = {}
+        for name, key, required, literal, proc in binds:
+            value = params[key] if required or key in params else literal
+            values[name] = proc(value) if proc is not None else value
+        return conn.exec_driver_sql(text, values)
+
+
+ROWS_PER_STATEMENT = 250  # SQLite: rows in one multi-row INSERT (16 columns x 250 parameters)
+
+
+class ValuesInsert:
+    """INSERT ... VALUES (...), (...), ... for the driver, as Core renders one row of it."""
+
+    def __init__(self, conn, stmt, columns: Sequence[str]):
+        dialect = conn.dialect
+        compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
+        if not dialect.positional:
+            raise RuntimeError(f"{dialect.name}: multi-row VALUES needs positional parameters")
+        head, _, rest = compiled.string.partition(" VALUES ")
+        end = _closing(rest)
+        self.prefix, self.group, self.suffix = head + " VALUES ", rest[: end + 1], rest[end + 1 :]
+        order = list(compiled.positiontup)
+        if sorted(order) != sorted(columns):
+            raise RuntimeError(f"unexpected parameters rendering {stmt}: {order}")
+        self.columns = tuple(order)
+        self.processors = tuple(
+            (i, quick_datetimes(proc)) for i, name in enumerate(order)
+            if (proc := stmt.table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        )
+        self._sql: dict[int, str] = {}
+
+    def _text(self, rows: int) -> str:
+        text = self._sql.get(rows)
+        if text is None:
+            text = self._sql[rows] = self.prefix + ", ".join([self.group] * rows) + self.suffix
+        return text
+
+    def _params(self, rows: Sequence[Mapping]) -> tuple:
+        columns, processors = self.columns, self.processors
+        flat: list = []
+        for row in rows:
+            values = [row[c] for c in columns]
+            for i, proc in processors:
+                values[i] = proc(values[i])
+            flat.extend(values)
+        return tuple(flat)
+
+    def execute(self, conn, rows: Sequence[Mapping]) -> Iterator:
+        """Every row, ROWS_PER_STATEMENT per statement; yields each statement's result."""
+        for chunk in _chunks(rows, ROWS_PER_STATEMENT):
+            yield conn.exec_driver_sql(self._text(len(chunk)), self._params(chunk))
+
+
+class UnnestInsert:
+    """INSERT INTO t (a, b, ...) SELECT * FROM unnest(:a, :b, ...): one array per column.
+    Text columns travel as text[] (an explicit cast to varchar(n)[] would truncate silently;
+    the insert itself refuses an over-long value, as a plain INSERT does)."""
+
+    def __init__(self, stmt_for: Callable, table, columns: Sequence[str]):
+        def array_of(column):
+            item = column.type
+            return ARRAY(Text if isinstance(item, String) else item)
+
+        arrays = [bindparam(c, type_=array_of(table.c[c])) for c in columns]
+        rows = func.unnest(*arrays).table_valued(*columns).render_derived(name="batch")
+        self.stmt = stmt_for(table).from_select(list(columns), select(*(rows.c[c] for c in columns)))
+        self.columns = tuple(columns)
+        self.binary = Binary(self.stmt)
+
+    def finish(self, finish: Callable) -> UnnestInsert:
+        self.stmt = finish(self.stmt)
+        self.binary = Binary(self.stmt)
+        return self
+
+    def execute(self, conn, rows: Sequence[Mapping]) -> Iterator:
+        yield self.binary.execute(conn, {c: [row[c] for row in rows] for c in self.columns})
+
+
+_PROBES = (datetime(2027, 3, 9, 12, 0), datetime(1, 1, 1), datetime(999, 12, 31, 23, 59, 59, 999999),
+           datetime(2027, 11, 22, 2, 3, 4, 50))
+
+
+def quick_datetimes(proc: Callable) -> Callable:
+    """SQLite's DATETIME bind processor formats with "%04d-%02d-%02d %02d:%02d:%02d.%06d", a
+    tenth of a batch's Python time; datetime.isoformat writes the same text for a naive
+    datetime in C. Used only where it gives the very text the processor gives."""
+
+    def quick(value):
+        if value.__class__ is datetime and value.tzinfo is None:
+            return value.isoformat(" ", "microseconds")
+        return proc(value)
+
+    try:
+        same = all(quick(p) == proc(p) for p in _PROBES) and proc(None) is None
+    except (TypeError, ValueError, AttributeError):
+        same = False
+    return quick if same else proc
+
+
+class ExecuteMany:
+    """conn.execute(stmt, rows) for a statement run once per row (the effects' UPDATEs), on
+    SQLite straight through the driver's executemany: rendered once, each row's parameters
+    put in order with the statement's own bind processors. PostgreSQL keeps Core's path:
+    psycopg pipelines a short statement's executions by itself."""
+
+    def __init__(self, stmt):
+        self.stmt = stmt
+        self._plans: dict[str, tuple[str, list] | None] = {}
+
+    def __call__(self, conn, rows: Sequence[Mapping]) -> None:
+        if not rows:
+            return
+        dialect = conn.dialect
+        if dialect.name not in self._plans:
+            self._plans[dialect.name] = self._plan(dialect, rows[0]) if dialect.positional else None
+        plan = self._plans[dialect.name]
+        if plan is None or any(row.keys() != rows[0].keys() for row in rows):
+            conn.execute(self.stmt, list(rows))
+            return
+        sql, slots = plan
+        params = []
+        for row in rows:
+            values = []
+            for key, value, proc in slots:
+                value = row[key] if key is not None else value
+                values.append(proc(value) if proc is not None else value)
+            params.append(tuple(values))
+        conn.exec_driver_sql(sql, params)
+
+    def _plan(self, dialect, row: Mapping) -> tuple[str, list]:
+        compiled = self.stmt.compile(dialect=dialect, column_keys=list(row))
+        slots = []
+        for name in compiled.positiontup:
+            bind = compiled.binds[name]
+            proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if bind.key in row:
+                slots.append((bind.key, None, proc and quick_datetimes(proc)))
+            elif not bind.required:
+                slots.append((None, bind.effective_value, proc))  # a literal of the statement
+            else:
+                raise RuntimeError(f"no value for {name} in {self.stmt}")
+        return compiled.string, slots
+
+
+def _closing(text: str) -> int:
+    """Where the parenthesis that opens `text` closes."""
+    depth = 0
+    for at, char in enumerate(text):
+        depth += (char == "(") - (char == ")")
+        if depth == 0:
+            return at
+    raise RuntimeError(f"unbalanced VALUES group: {text}")

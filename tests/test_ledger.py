@@ -1,0 +1,59 @@
+"""The ledger's hot-path queries agree with the plain functions they stand in for."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from nurture_mail.database import open_database
+from nurture_mail.models import Candidate
+from nurture_mail.store import ledger, pool
+from nurture_mail.testing import SmtpSink
+
+from .delivery_env import DeliveryEnv
+
+MON = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
+CAMPAIGN = """
+id: once
+name: Once
+audience: {status: [rejected]}
+schedule: {timezone: UTC}
+steps:
+  - {id: hello, wait: 1m, template: news}
+"""
+
+
+def test_claimed_details_give_the_candidate_exactly_as_candidate_fields_does(tmp_path, db_url):
+    sink = SmtpSink().start()
+    env = DeliveryEnv.create(tmp_path / "ws", db_url, sink, campaign=CAMPAIGN)
+    try:
+        env.import_csv(
+            "email,first_name,last_name,status,timezone,owner,role,stage_reached,decided_at,tags,seniority\n"
+            "ann@example.com,Ann,Lee,rejected,Europe/Berlin,dana,Engineer,onsite,2026-05-01,python;remote,senior\n"
+            "bo@example.com,,,rejected,,,,,,,\n",
+            MON,
+        )
+        env.tick(MON)  # enrol and schedule; due a minute later
+        db = open_database(db_url)
+        try:
+            with db.sessions.begin() as session:
+                ids = ledger.claim(session, due_by=MON + timedelta(hours=1), lease_until=MON + timedelta(hours=2),
+                                   owner="test", limit=10, campaign_ids=["once"])
+                claimed = ledger.claimed_details(session, ids)
+                by_email = {c.candidate["email"]: c for c in claimed}
+                assert set(by_email) == {"ann@example.com", "bo@example.com"}
+                for email, row in by_email.items():
+                    orm = session.execute(select(Candidate).where(Candidate.email == email)).scalar_one()
+                    expected = ledger.candidate_fields(orm, sorted(pool.tags_of(session, [orm.id]).get(orm.id, [])))
+                    assert row.candidate == expected
+                    assert row.enrollment_state == "active" and row.suppressed is False
+                    assert row.step_id == "hello" and row.due_at.tzinfo is not None
+                ann = by_email["ann@example.com"].candidate
+                assert ann["tags"] == ["python", "remote"] and ann["attributes"] == {"seniority": "senior"}
+                assert ann["decided_at"].tzinfo is not None
+        finally:
+            db.dispose()
+    finally:
+        env.close()
+        sink.stop()
