@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
 from . import scheduling
-from .allocator import keep_freed_blocks
 from .campaigns import Campaign
 from .config import Settings
 from .database import Database
@@ -106,7 +105,6 @@ class Engine:
         self.should_stop = should_stop
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.secret = workspace.unsubscribe_secret
-        keep_freed_blocks()
 
     @property
     def campaigns(self) -> list[Campaign]:
