@@ -8,10 +8,11 @@ holds them equal to the row-by-row definition):
 * `place_first_steps`: enrollments with no ledger row yet and no pause get their first step
   set-at-a-time, one statement per span of enrollments. The due time depends only on the
   candidate's time zone and the anchor, so Python computes it once per (zone, anchor) group.
-  SQLite: one INSERT ... SELECT; the group's due time, the Message-ID and the sticky variant
-  come from Python functions registered on the connection for that statement. PostgreSQL (no
-  Python inside): the span's rows are read, and their due times, Message-IDs and variants go
-  back as arrays in one INSERT ... SELECT ... RETURNING that also clears `needs_next`.
+  SQLite: one INSERT ... SELECT joining the groups' due times from a temporary table; the
+  Message-ID and the sticky variant come from Python functions registered on the connection
+  for that statement. PostgreSQL (no Python inside): the span's rows are read, and their due
+  times, Message-IDs and variants go back as arrays in one INSERT ... SELECT ... RETURNING that
+  also clears `needs_next`.
 * `needing_next` + `add_sends`: any enrollment, in batches placed by Python.
 
 Either way the ledger row and its Message-ID are created together, and `(enrollment, step)` is
@@ -26,11 +27,15 @@ from datetime import datetime
 
 from sqlalchemy import (
     Boolean,
+    Column,
     DateTime,
     Integer,
+    MetaData,
     String,
+    Table,
     bindparam,
     cast,
+    delete,
     exists,
     false,
     func,
@@ -43,7 +48,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ..models import Candidate, Enrollment, Send
@@ -112,7 +117,8 @@ def waiting_span(session: Session, campaign_id: str, after: int, limit: int) -> 
 
 
 def _fresh_in(campaign_id: str, after: int, upto: int):
-    """Waiting enrollments in (after, upto] whose next step is the first: no ledger row, no pause."""
+    """Waiting enrollments in (after, upto] whose next step is the first: no ledger row, no pause.
+    (The first four terms: every waiting enrollment of the span.)"""
     return (
         _ENROLLMENTS.c.campaign_id == campaign_id,
         _WAITING,
@@ -148,6 +154,8 @@ def place_first_steps(session: Session, first: FirstStep, after: int, upto: int,
         return _place_postgresql(conn, first, after, upto)
     before = conn.execute(select(func.coalesce(func.max(_SENDS.c.id), 0))).scalar_one()
     placed = _place_sqlite(conn, first, after, upto, most)
+    if not placed:
+        return 0
     span = (
         _ENROLLMENTS.c.campaign_id == first.campaign_id,
         _WAITING,
@@ -180,69 +188,70 @@ def _first_row(first: FirstStep, variant, due_at, message_id):
     )
 
 
+# SQLite: the due time of each (zone, anchor) group of a span, joined in by its primary key.
+_FIRST_DUE = Table(
+    "nurture_first_due",
+    MetaData(),
+    Column("zone", String, primary_key=True),
+    Column("anchor", String, primary_key=True),  # as stored (text), so it joins exactly
+    Column("due_at", String, nullable=False),  # as the DateTime type stores it
+    schema="temp",
+)
+_CREATE_FIRST_DUE = (
+    "CREATE TEMP TABLE IF NOT EXISTS nurture_first_due "
+    "(zone TEXT NOT NULL, anchor TEXT NOT NULL, due_at TEXT NOT NULL, PRIMARY KEY (zone, anchor))"
+)
+
+
 def _place_sqlite(conn, first: FirstStep, after: int, upto: int, most: int) -> int:
-    """One INSERT ... SELECT. What is per row and computed in Python (due time by group, variant,
-    Message-ID) comes from functions registered on the connection for the statement. Returns
-    the number of rows inserted."""
+    """One INSERT ... SELECT. The due time comes from a temporary table of the span's groups;
+    the Message-ID and the variant (the per-row parts computed in Python) from functions
+    registered on the connection for the statement. Returns the number of rows inserted."""
     fresh = _fresh_in(first.campaign_id, after, upto)
+    # The candidate row is read only for what needs it: the zone, the address for a variant.
+    source = _ENROLLMENTS
+    if first.by_zone or first.variant is not None:
+        source = source.join(_CANDIDATES, _CANDIDATES.c.id == _ENROLLMENTS.c.candidate_id)
+    zone = _ZONE_KEY if first.by_zone else literal("", String)
+    anchor = type_coerce(_ANCHOR, String)  # the stored text, not parsed
     if conn.execute(select(exists().where(*fresh))).scalar() is not True:
         return 0
+    # Groups of every waiting enrollment of the span: a superset of the fresh ones' is as good,
+    # and cheaper to find (no look into the ledger per row).
+    groups = conn.execute(select(zone, anchor).select_from(source).where(*fresh[:4]).distinct()).all()
     stored = DateTime().dialect_impl(conn.dialect)  # SQLite keeps datetimes as text
     parse, write = stored.result_processor(conn.dialect, None), stored.bind_processor(conn.dialect)
-    due = _DueByGroup(lambda zone, anchor: write(first.due(zone, parse(anchor))))
+    conn.exec_driver_sql(_CREATE_FIRST_DUE)
+    conn.execute(delete(_FIRST_DUE))
+    conn.execute(
+        insert(_FIRST_DUE),
+        [{"zone": z, "anchor": a, "due_at": write(first.due(z or None, parse(a)))} for z, a in groups],
+    )
     # Handed out in enrollment order, sorted: the unique index on message_id is then written
     # front to back instead of at random pages (half the time of a million-row first step).
     pool = sorted(first.message_ids(most))
     dbapi = conn.connection.dbapi_connection
-    dbapi.create_function("nurture_first_due", 1, due.__getitem__, deterministic=True)
     dbapi.create_function("nurture_message_id", 0, iter(pool).__next__)
     variant = literal(None, String)
     if first.variant is not None:
         dbapi.create_function("nurture_variant", 1, first.variant, deterministic=True)
         variant = func.nurture_variant(_CANDIDATES.c.email)
-    # The candidate row is read only for what needs it: the zone, the address for a variant.
-    source = _ENROLLMENTS
-    if first.by_zone or first.variant is not None:
-        source = source.join(_CANDIDATES, _CANDIDATES.c.id == _ENROLLMENTS.c.candidate_id)
-    group = (_ZONE_KEY if first.by_zone else literal("", String)).concat("|").concat(type_coerce(_ANCHOR, String))
     pick = (
-        select(*_first_row(first, variant, func.nurture_first_due(group), func.nurture_message_id()))
-        .select_from(source)
+        select(*_first_row(first, variant, _FIRST_DUE.c.due_at, func.nurture_message_id()))
+        # LEFT JOIN: SQLite then reads the enrollments first, in order, and looks each group up
+        # (an inner join may scan the tiny table first and the span once per group). Every
+        # group is there: read above in the same transaction.
+        .select_from(source.outerjoin(_FIRST_DUE, (_FIRST_DUE.c.zone == zone) & (_FIRST_DUE.c.anchor == anchor)))
         .where(*fresh)
         # Enrollment order, as `needing_next` reads them: the ledger id breaks ties between
         # rows due at the same moment when a daily cap holds some back (the forecast follows).
         .order_by(_ENROLLMENTS.c.id)
     )
     try:
-        # OR IGNORE: a row that cannot be made (its step is there already, its Message-ID is
-        # taken) is skipped and its enrollment left waiting, for `needing_next`.
-        return conn.execute(insert(_SENDS).from_select(_SEND_COLUMNS, pick).prefix_with("OR IGNORE")).rowcount
-    except OperationalError:
-        if due.error is not None:  # SQLite reports only "user-defined function raised exception"
-            raise due.error from None
-        raise
+        return conn.execute(sqlite_insert(_SENDS).from_select(_SEND_COLUMNS, pick).on_conflict_do_nothing()).rowcount
     finally:
-        for name, args in (("nurture_first_due", 1), ("nurture_message_id", 0), ("nurture_variant", 1)):
-            dbapi.create_function(name, args, None)
-
-
-class _DueByGroup(dict):
-    """"zone|anchor" as stored -> the due time as stored, computed once per group on first
-    sight (a time zone never holds "|", a stored time never does)."""
-
-    def __init__(self, compute: Callable[[str | None, str], str]):
-        super().__init__()
-        self.compute = compute
-        self.error: Exception | None = None
-
-    def __missing__(self, key: str) -> str:
-        zone, _, anchor = key.rpartition("|")
-        try:
-            value = self[key] = self.compute(zone or None, anchor)
-        except Exception as exc:  # kept to re-raise: SQLite would replace it by its own
-            self.error = exc
-            raise
-        return value
+        dbapi.create_function("nurture_message_id", 0, None)
+        dbapi.create_function("nurture_variant", 1, None)
 
 
 def _place_postgresql(conn, first: FirstStep, after: int, upto: int) -> int:
