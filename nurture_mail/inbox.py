@@ -29,7 +29,12 @@ from urllib.parse import quote, unquote, urlsplit
 from .errors import ConfigError, NurtureError
 
 BATCH = 200  # UIDs per FETCH
-FILE_BATCH = 500  # messages per batch from a Maildir, an mbox or files
+# Messages per batch from a Maildir, an mbox or files, and at most MAX_BATCH_BYTES of them. A
+# batch is one transaction. Larger ones write less on SQLite (each commit rewrites every index
+# page the batch touched: 2,000 instead of 500 saves a quarter of the page writes), but the
+# first batch must be classified before anything is stored and the last one is stored with
+# the workers idle; measured with the worker pool, 2,000 was no faster than 500.
+FILE_BATCH = 500
 MAX_BATCH_BYTES = 32 * 1024 * 1024  # bodies held in memory at once, about
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # beyond this only the start of a message is fetched
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -376,18 +381,34 @@ class MaildirInbox:
         return files
 
     def batches(self, positions: Positions) -> Iterator[Batch]:
-        for chunk in _chunks(self._files(), self.batch_size):
-            messages = []
-            for name, path in chunk:
+        def messages() -> Iterator[Fetched]:
+            for name, path in self._files():
                 try:
                     raw = _read_file(path)
                 except FileNotFoundError:  # moved by a mail client meanwhile (new/ -> cur/)
                     continue
-                messages.append(Fetched(self.label, name.split(":2,", 1)[0], raw))
-            yield Batch(messages)
+                yield Fetched(self.label, name.split(":2,", 1)[0], raw)
+
+        for group in _bounded(messages(), self.batch_size):
+            yield Batch(group)
 
     def close(self) -> None:
         pass
+
+
+def _bounded(messages: Iterator[Fetched], count: int, budget: int = MAX_BATCH_BYTES) -> Iterator[list[Fetched]]:
+    """Consecutive groups of at most `count` messages and, but for a single huge one, at most
+    `budget` bytes: what a file source holds in memory at once."""
+    group: list[Fetched] = []
+    size = 0
+    for message in messages:
+        if group and (len(group) >= count or size + len(message.raw) > budget):
+            yield group
+            group, size = [], 0
+        group.append(message)
+        size += len(message.raw)
+    if group:
+        yield group
 
 
 def _read_file(path: str) -> bytes:
@@ -417,8 +438,8 @@ class MboxInbox:
         box = mailbox.mbox(self.path, create=False)
         try:
             keys = list(box.iterkeys())
-            for chunk in _chunks(keys, self.batch_size):
-                yield Batch([Fetched(self.label, str(k), box.get_bytes(k)) for k in chunk])
+            for group in _bounded((Fetched(self.label, str(k), box.get_bytes(k)) for k in keys), self.batch_size):
+                yield Batch(group)
         finally:
             box.close()
 
@@ -435,15 +456,16 @@ class FilesInbox:
         self.batch_size = max(1, batch_size)
 
     def batches(self, positions: Positions) -> Iterator[Batch]:
-        for chunk in _chunks(self.paths, self.batch_size):
-            messages = []
-            for path in chunk:
+        def messages() -> Iterator[Fetched]:
+            for path in self.paths:
                 try:
                     raw = path.read_bytes()
                 except OSError as exc:
                     raise InboxError(f"{path}: {exc.strerror or exc}") from None
-                messages.append(Fetched(f"file:{path.parent}", path.name, raw))
-            yield Batch(messages)
+                yield Fetched(f"file:{path.parent}", path.name, raw)
+
+        for group in _bounded(messages(), self.batch_size):
+            yield Batch(group)
 
     def close(self) -> None:
         pass

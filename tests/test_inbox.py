@@ -42,6 +42,26 @@ def test_maildir_reads_new_and_cur_in_place(tmp_path):
     assert sorted(str(p) for p in (tmp_path / "md").rglob("*")) == listing  # nothing moved
 
 
+def test_file_batches_are_bounded_by_count_and_bytes(tmp_path, monkeypatch):
+    """A file source yields at most batch_size messages and, but for one huge message alone,
+    at most MAX_BATCH_BYTES at once, in file order."""
+    import nurture_mail.inbox as inbox_module
+    for sub in ("new", "cur", "tmp"):
+        (tmp_path / "md" / sub).mkdir(parents=True)
+    sizes = [300, 300, 300, 5000, 300, 300, 300, 300]
+    raws = [_msg(n) + b"x" * size for n, size in enumerate(sizes)]
+    for n, raw in enumerate(raws):
+        (tmp_path / "md" / "new" / f"{n:04d}.eml").write_bytes(raw)  # read in name order
+    monkeypatch.setattr(inbox_module._bounded, "__defaults__", (1000,))  # MAX_BATCH_BYTES
+    batches = _read(MaildirInbox(tmp_path / "md", batch_size=3))
+    # ~380 bytes each: two fit in 1,000; the 5 kB one goes alone; then pairs again
+    assert [len(b.messages) for b in batches] == [2, 1, 1, 2, 2]
+    assert [m.raw for b in batches for m in b.messages] == raws
+    for b in batches:
+        assert len(b.messages) == 1 or sum(len(m.raw) for m in b.messages) <= 1000
+    assert [len(b.messages) for b in _read(MaildirInbox(tmp_path / "md", batch_size=1))] == [1] * 8
+
+
 def test_maildir_errors(tmp_path):
     with pytest.raises(InboxError, match="no such directory"):
         _read(MaildirInbox(tmp_path / "missing"))
