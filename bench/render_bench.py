@@ -1,24 +1,35 @@
 """Rendering cost of one email: the shipped thank-you template, cold and warm.
 
-    .venv/bin/python bench/render_bench.py [--renders 5000] [--names 1000]
+    .venv/bin/python bench/render_bench.py [--renders 5000] [--names 1000] [--prepares 5000]
 
 cold: a fresh TemplateSet per render (compile, parse, inline CSS: what the first email of
 a run costs). warm: one TemplateSet rendering many candidates with different names, the
 daemon's steady state; the skeleton cache is hit after the first render. uncached: the same
-warm loop through the pre-cache full path (`cache=False`), for comparison.
+warm loop through the pre-cache full path (`cache=False`), for comparison. prepare: the
+whole of `rendering.prepare_email` (context, render, envelope, RFC 5322 bytes) as the
+daemon's `engine._render` calls it, in a scaffold workspace with `bench/send.py`'s campaign.
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
+import tempfile
 import time
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.send import CAMPAIGN  # noqa: E402
+from nurture_mail.campaigns import load_campaigns  # noqa: E402
+from nurture_mail.config import load_settings  # noqa: E402
+from nurture_mail.messages import make_message_id  # noqa: E402
+from nurture_mail.rendering import prepare_email  # noqa: E402
+from nurture_mail.scaffold import create_workspace  # noqa: E402
+from nurture_mail.schedule import zone_for  # noqa: E402
 from nurture_mail.templates import TemplateSet  # noqa: E402
 
 # CPU time of this process: wall-clock time on a shared machine also counts other work.
@@ -53,12 +64,61 @@ def per_render(seconds: float, count: int) -> str:
     return f"{seconds / count * 1e6:8.1f} µs/render"
 
 
+def candidate_fields(i: int, created: datetime) -> dict[str, object]:
+    """One row of bench/send.py's import, shaped as `store.ledger.candidate_fields` gives it."""
+    return {
+        "id": i + 1, "email": f"person{i}@example{i % 97}.com", "first_name": f"Name{i}",
+        "last_name": f"Surname{i}", "full_name": f"Name{i} Surname{i}", "status": "rejected",
+        "timezone": "Europe/Berlin", "owner": None, "role": "Backend Engineer",
+        "stage_reached": None, "decided_at": None, "source": "people.csv", "created_at": created,
+        "token_key": secrets.token_hex(16), "attributes": {}, "tags": [],
+    }
+
+
+def prepare(count: int, names: int) -> float:
+    """CPU seconds of `count` prepare_email calls after a warm-up, as the sender makes them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        create_workspace(root)
+        for path in (root / "campaigns").glob("*.yaml"):
+            path.unlink()
+        (root / "campaigns" / "bench.yaml").write_text(CAMPAIGN)
+        settings = load_settings(root / "nurture.toml", env={}, cwd=root)
+        templates = TemplateSet(root / "templates")
+        (campaign,), errors = load_campaigns(root / "campaigns", template_exists=templates.exists)
+        assert not errors, errors
+        step = campaign.steps[0]
+        now = datetime(2027, 3, 1, 10, 0, tzinfo=UTC)
+        zone = zone_for(campaign.schedule, "Europe/Berlin", settings.default_timezone)
+        secret = secrets.token_urlsafe(32)  # what `unsubscribe_secret` generates
+        rows = [
+            (candidate_fields(i, now - timedelta(days=3)), make_message_id(settings.sender_domain))
+            for i in range(names)
+        ]
+
+        def one(i: int) -> None:
+            candidate, message_id = rows[i % names]
+            prepare_email(templates, settings, secret, campaign, step, None, candidate,
+                          message_id=message_id, now=now, zone=zone)
+
+        for i in range(min(names, 200)):  # warm-up: compile, fill the caches
+            one(i)
+        start = CLOCK()
+        for i in range(count):
+            one(i)
+        return CLOCK() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--renders", type=int, default=5000)
     parser.add_argument("--names", type=int, default=1000, help="distinct candidates cycled")
     parser.add_argument("--cold", type=int, default=50, help="fresh TemplateSets timed")
+    parser.add_argument("--prepares", type=int, default=5000, help="prepare_email calls timed")
     args = parser.parse_args()
+    if args.prepares:  # printed first: `python -m bench` keeps the last three lines
+        seconds = prepare(args.prepares, args.names)
+        print(f"prepare  (whole prepare_email):  {seconds / args.prepares * 1e6:8.1f} µs/email")
     contexts = [context(i) for i in range(args.names)]
 
     start = CLOCK()

@@ -8,9 +8,9 @@ writes and are checked against `email.parser` by property tests.
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import re
+from binascii import b2a_qp
 
 MAX_LINE = 78  # preferred header line length (RFC 5322 2.1.1)
 _ENCODED_WORD_MAX = 75  # RFC 2047 2
@@ -30,6 +30,8 @@ _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 def clean_header_text(value: str) -> str:
     """What a subject or display name becomes in a header: one line, trimmed."""
+    if value.isprintable() and "  " not in value:  # the usual case: " " is its only space
+        return value.strip()
     return _HEADER_BREAKING.sub(" ", value).strip()
 
 
@@ -82,6 +84,8 @@ def fold(name: str, tokens: list[str]) -> str:
 def unstructured(name: str, value: str) -> str:
     """A header like Subject: cleaned, encoded if needed, folded."""
     text = clean_header_text(value)
+    if text and len(name) + 2 + len(text) <= MAX_LINE and not _needs_encoding(text):
+        return f"{name}: {text}"  # one line: what folding its words would make
     words = text.split(" ") if text else []
     if _needs_encoding(text) or any(len(word) > 900 for word in words):
         words = _encoded_words(text, MAX_LINE - len(name) - 2)
@@ -158,19 +162,74 @@ def encode_body(text: str) -> tuple[str, bytes]:
     """
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if _is_7bit_safe(text):
+    lines = text.split("\n")
+    if _is_7bit_safe(text, lines):
         return "7bit", text.replace("\n", "\r\n").encode("ascii")
-    data = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    try:
+        return "quoted-printable", _quoted_printable(lines)
+    except UnicodeEncodeError:  # a lone surrogate: fail as encoding the whole text does
+        text.encode("utf-8")
+        raise
+
+
+# Quoted-printable works line by line: b2a_qp encodes each line of its input on its own (a
+# line's length, its trailing whitespace, a lone "." and a "From " start depend on that line
+# alone; only the last line, which no newline ends, is treated as the end of the data), so
+# a text's encoding is its lines' encodings joined. Most lines of a part are template text
+# that every email repeats: each is encoded once and kept, bounded in count and size.
+_QP_LINES: dict[str, bytes] = {}
+_QP_LINES_KEPT = 1024
+_QP_LINE_CHARS = 1024
+
+
+def _quoted_printable(lines: list[str]) -> bytes:
+    """`"\n".join(lines)` (no CR in it) as quoted-printable with CRLF line ends."""
+    cache = _QP_LINES
+    out = list(map(cache.get, lines[:-1]))
+    at = -1
+    for _ in range(out.count(None)):  # lines not seen yet
+        at = out.index(None, at + 1)
+        line = lines[at]
+        if _qp_plain(line):
+            encoded = line.encode("ascii")
+        else:  # the line and its newline; b2a_qp ends it with "\n", made "\r\n", dropped
+            encoded = _qp(line.encode("utf-8") + b"\n")[:-2]
+        out[at] = encoded
+        if len(line) <= _QP_LINE_CHARS:
+            if len(cache) >= _QP_LINES_KEPT:
+                cache.clear()
+            cache[line] = encoded
+    last = lines[-1]
+    out.append(last.encode("ascii") if _qp_plain(last) else _qp(last.encode("utf-8")))
+    return b"\r\n".join(out)
+
+
+def _qp_plain(line: str) -> bool:
+    """Whether quoted-printable leaves `line` (a whole line, last or not) as it is: at most
+    76 printable ASCII characters, no "=", no trailing space, not "." alone, no "From "."""
+    return (
+        len(line) <= 76
+        and line.isascii()
+        and line.isprintable()
+        and "=" not in line
+        and not line.endswith(" ")
+        and line != "."
+        and not line.startswith("From ")
+    )
+
+
+def _qp(data: bytes) -> bytes:
+    data = b2a_qp(data, False, True, False)
     if data.startswith(b"From ") or b"\nFrom " in data:
         data = _escape_from_lines(data)
-    return "quoted-printable", data.replace(b"\n", b"\r\n")
+    return data.replace(b"\n", b"\r\n")
 
 
-def _is_7bit_safe(text: str) -> bool:
+def _is_7bit_safe(text: str, lines: list[str]) -> bool:
     # Plain string tests: they run in C, a single regex for all of this is ~5x slower.
     return (
         text.isascii()
-        and max(map(len, text.split("\n"))) <= 76
+        and max(map(len, lines)) <= 76
         and not text.endswith((" ", "\t"))
         and " \n" not in text
         and "\t\n" not in text

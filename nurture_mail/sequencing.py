@@ -137,9 +137,13 @@ def candidate_context(candidate: Mapping[str, object]) -> dict[str, object]:
     Unset fields are left out on purpose: a template that needs one fails loudly (StrictUndefined)
     instead of sending "Hi ,"; `| default(...)` covers optional values.
     """
-    hidden = ("attributes", "tags", "id", "token_key")
-    out = {k: v for k, v in candidate.items() if k not in hidden and v is not None}
-    for key, value in (candidate.get("attributes") or {}).items():
-        out.setdefault(key, value)
+    out = {k: v for k, v in candidate.items() if v is not None and k not in _HIDDEN_FIELDS}
+    attributes = candidate.get("attributes")
+    if attributes:
+        for key, value in attributes.items():
+            out.setdefault(key, value)
     out["tags"] = list(candidate.get("tags") or [])
     return out
+
+
+_HIDDEN_FIELDS = frozenset({"attributes", "tags", "id", "token_key"})

@@ -5,9 +5,10 @@ One Jinja pass renders the body with every `{{ }}` output replaced by an opaque 
 values. The text part is that skeleton with each token replaced by the cleaned value. The
 Markdown skeleton keeps the tokens of "simple" values (see `md_text`) and inlines the
 Markdown-escaped text of the others, so it is exactly today's Markdown except for the
-tokens; it is the key of the Markdown cache. The layout is evaluated the same way (values
-become tokens, `content` the HTML skeleton), the footer added, and CSS inlined once per
-document skeleton. A render on a warm cache is then string substitution (`template_skeleton`
+tokens; it keys the Markdown cache (as the token pass's skeleton and the inlined texts; a
+template run without Jinja names its skeleton by the branches taken, and builds it only on
+a miss). The layout is evaluated the same way (values become tokens, `content` the HTML
+skeleton), the footer added, and CSS inlined once per document skeleton. A render on a warm cache is then string substitution (`template_skeleton`
 runs it; `template_programs` evaluates the usual templates without Jinja).
 
 Equivalence with the full path rests on checks made once per skeleton (`analyze_markdown`,
@@ -389,12 +390,12 @@ def split(skeleton: str) -> tuple[list[str], list[int]]:
     return parts[0::2], [int(i) for i in parts[1::2]]
 
 
-def fill(pieces: list[str], indices: list[int], values: dict[int, str]) -> str:
-    out = [pieces[0]]
-    for index, piece in zip(indices, pieces[1:], strict=True):
-        out.append(values[index])
-        out.append(piece)
-    return "".join(out)
+def fill(pieces: list[str], indices: list[int], values: Any) -> str:
+    """The pieces with `values[index]` between them (ValueError if the counts differ)."""
+    out: list[str | None] = [None] * (2 * len(pieces) - 1)
+    out[0::2] = pieces
+    out[1::2] = [values[index] for index in indices]
+    return "".join(out)  # type: ignore[arg-type]
 
 
 class LRU:

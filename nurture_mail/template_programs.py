@@ -17,7 +17,7 @@ from markupsafe import Markup, escape
 
 from .template_budget import MAX_VALUE, check
 from .template_cache import MARKS, Unsupported, layout_simple, token
-from .template_values import clean_text, plain
+from .template_values import Record, clean_text, plain, view
 
 # -- simple templates, evaluated without Jinja -------------------------------------------
 # A program is a list of ops: str (template text), ("out", path), ("if", branches, else_)
@@ -120,11 +120,21 @@ class ProgramRun:
             value = self.context[path[0]]
         except KeyError:
             raise Unsupported(f"{path[0]} is not a context variable") from None
-        getattr_ = self.env.getattr
         for attr in path[1:]:
+            if type(value) is Record and attr[:1] != "_":
+                # `BoundedEnvironment.getattr`'s fast path and `Record.__getitem__` (see
+                # template_values), inlined: a Record's public names are its keys; a missing
+                # one is undefined.
+                try:
+                    item = value._data[attr]
+                except KeyError:
+                    value = self.env.undefined(obj=value, name=attr)
+                else:
+                    value = item if type(item) is str else view(f"{value._name}.{attr}", item)
+                continue
             if isinstance(value, Undefined):
                 raise Unsupported("undefined")
-            value = getattr_(value, attr)
+            value = self.env.getattr(value, attr)
         if isinstance(value, Undefined) and not undefined_ok:
             raise Unsupported("undefined")
         return value
@@ -140,13 +150,15 @@ class ProgramRun:
     def output(self, path: tuple[str, ...]) -> None:
         raise NotImplementedError
 
-    def text(self, data: str) -> None:
-        pass
+    # What template text does: appended to this list, or (None) nothing.
+    text_out: list[str] | None = None
 
     def run(self, program: list[Any]) -> None:
+        text_out = self.text_out
         for op in program:
             if type(op) is str:
-                self.text(op)
+                if text_out is not None:
+                    text_out.append(op)
             elif op[0] == "out":
                 self.output(op[1])
             else:
@@ -162,18 +174,17 @@ class ProgramRun:
 
 
 class TextRun(ProgramRun):
-    """The text environment's rendering (`finalize_text`, no autoescape); `tokens=True`
-    makes it the token pass (`finalize_token`): outputs recorded in `texts`."""
+    """The text environment's rendering (`finalize_text`, no autoescape) into `out`;
+    `tokens=True` makes it the token pass (`finalize_token`) without the output: values are
+    recorded in `texts`, and `token_skeleton(program, signature)` is what it would output."""
 
     def __init__(self, env: Any, context: Mapping[str, Any], tokens: bool):
         super().__init__(env, context)
         self.tokens = tokens
         self.chars = 0
         self.out: list[str] = []
+        self.text_out = None if tokens else self.out
         self.texts: list[str] = []
-
-    def text(self, data: str) -> None:
-        self.out.append(data)
 
     def output(self, path: tuple[str, ...]) -> None:
         value = self.value(path)
@@ -188,12 +199,32 @@ class TextRun(ProgramRun):
             text = clean_text(plain(value))
         self.chars += len(text)  # charged by the caller: only the total decides
         if self.tokens:
-            self.out.append(token(len(self.texts)))
             self.texts.append(text)
         else:
             self.out.append(text)
 
 
+def token_skeleton(program: list[Any], signature: list[int]) -> str:
+    """The token pass's output for the branches it took (a TextRun's `signature`): the
+    template text, and a token per output, numbered in order."""
+    out: list[str] = []
+    outputs = 0
+    branches = iter(signature)
+
+    def walk(ops: list[Any]) -> None:
+        nonlocal outputs
+        for op in ops:
+            if type(op) is str:
+                out.append(op)
+            elif op[0] == "out":
+                out.append(token(outputs))
+                outputs += 1
+            else:
+                number = next(branches)
+                walk(op[1][number][1] if number >= 0 else op[2])
+
+    walk(program)
+    return "".join(out)
 
 
 class LayoutRun(ProgramRun):

@@ -10,6 +10,7 @@ raises and the caller renders the full, uncached way (which also words every err
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +50,14 @@ from .template_layout import (
     insert_footer,
     text_footer,
 )
-from .template_programs import LayoutRun, TextRun, build_layout, layout_program, simple_program
+from .template_programs import (
+    LayoutRun,
+    TextRun,
+    build_layout,
+    layout_program,
+    simple_program,
+    token_skeleton,
+)
 from .template_sandbox import BoundedEnvironment
 from .template_source import LAYOUT, TemplateSource, check_name
 from .template_values import markdown_escape, one_line
@@ -119,6 +127,7 @@ class SkeletonRenderer:
         self._programs: dict[str, Any] = {}
         self._string_programs: dict[str, Any] = {}
         self._layout_program: Any = _MISS
+        self._layout_ok = False
         self.md_cache = LRU()
         self.page_cache = LRU()
 
@@ -133,14 +142,17 @@ class SkeletonRenderer:
             subject_text, preheader = self._head(source, values, subject)
             steps, chars = budget.steps, budget.chars
             program = self._body_program(filename)
+            skeleton: str | None
             if program is not None:  # the usual template: no Jinja needed
                 body = TextRun(self._text_env, values, tokens=True)
                 body.run(program)
                 budget.produce(body.chars)
-                skeleton, texts = "".join(body.out), body.texts
+                # The branches taken name the skeleton: it is only built on a cache miss.
+                texts, shape, skeleton = body.texts, (filename, *body.signature), None
             else:
                 with Recording() as texts:
                     skeleton = _render_fast(self._compiled(self._token_env, filename), values)
+                shape = skeleton
             # One pass stood for two (text, Markdown) running the same logic: charge the
             # second's steps, and at most twice the text's characters for its escapes (an
             # upper bound: if it fits, the full path fits too; if not, the full path decides).
@@ -158,9 +170,11 @@ class SkeletonRenderer:
                     inlined.append((index, markdown_escape(text)))
                 else:
                     shown[index] = simple
-            md_key = (skeleton, tuple(inlined))
+            md_key = (shape, tuple(inlined))
             entry = self.md_cache.get(md_key, _MISS)
             if entry is _MISS:
+                if skeleton is None:
+                    skeleton = token_skeleton(program, body.signature)  # type: ignore[arg-type]
                 pieces, indices = split(skeleton)
                 markdown = fill(pieces, indices, {
                     i: token(i) if i in shown else markdown_escape(t) for i, t in enumerate(texts)
@@ -266,11 +280,13 @@ class SkeletonRenderer:
 
     # -- the page ----------------------------------------------------------------------------
     def _page(
-        self, md_key: tuple[str, tuple], plan: _MarkdownPlan, shown: dict[int, str],
+        self, md_key: tuple[Any, tuple], plan: _MarkdownPlan, shown: dict[int, str],
         first: int, values: Mapping[str, Any], subject_text: str, preheader: str,
         company_name: str, address: str, unsubscribe_url: str,
     ) -> str:
-        self._layout()  # raises what the full path would
+        if not self._layout_ok:
+            self._layout()  # raises what the full path would (once it has not, it never will)
+            self._layout_ok = True
         program = self._layout_skeleton_program()
         if program is None:
             raise Unsupported("layout not cacheable")
@@ -372,10 +388,19 @@ def _has_footer_parts(texts: dict[int, str], address: str, unsubscribe_url: str)
             break
     else:
         return False
-    lines = address_lines(address)
-    if any("'" in line or '"' in line for line in lines):
+    lines = _quote_free_lines(address)
+    if lines is None:
         return False
-    return all(any(line in text for text in values) for line in lines)
+    # A line is in one of the values iff it is in them joined by newlines: lines hold none.
+    joined = "\n".join(values)
+    return all(line in joined for line in lines)
+
+
+@functools.lru_cache(maxsize=64)  # one address per install
+def _quote_free_lines(address: str) -> tuple[str, ...] | None:
+    """The footer's address lines, or None if one has a quote (escaped differently)."""
+    lines = address_lines(address)
+    return None if any("'" in line or '"' in line for line in lines) else lines
 
 
 def _analyze_page(

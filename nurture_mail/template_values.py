@@ -29,6 +29,8 @@ def clean_text(value: str) -> str:
 
 def one_line(value: str) -> str:
     """Subject cleaning: any run of whitespace or control characters becomes one space."""
+    if value.isprintable() and "  " not in value:  # the usual case: " " is its only space
+        return value.strip()
     return _LINE_BREAKING.sub(" ", value).strip()
 
 
@@ -87,7 +89,7 @@ class Record:
         value = self._data[key]
         if type(value) is str:  # the usual case; no need to build the path name
             return value
-        return _view(f"{self._name}.{key}", value)
+        return view(f"{self._name}.{key}", value)
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
@@ -106,7 +108,9 @@ class Record:
         return [*self._data.keys(), *self._data.values()]
 
 
-def _view(name: str, value: Any) -> Any:
+def view(name: str, value: Any) -> Any:
+    """Wrap one context value (`candidate`, `company`, ...) for templates: mappings become
+    Records, sequences tuples of views, strings plain `str`."""
     kind = type(value)
     if kind is str:
         return value
@@ -117,13 +121,8 @@ def _view(name: str, value: Any) -> Any:
     if isinstance(value, Mapping):
         return Record(name, value)
     if isinstance(value, list | tuple):
-        return tuple(_view(name, item) for item in value)
+        return tuple(view(name, item) for item in value)
     return value
-
-
-def view(name: str, value: Any) -> Any:
-    """Wrap one top-level context value (`candidate`, `company`, ...) for templates."""
-    return _view(name, value)
 
 
 class PathUndefined(StrictUndefined):

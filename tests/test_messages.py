@@ -244,3 +244,98 @@ def test_round_trip(from_name, to_name, to_addr, subject, text, html, threaded):
     for part, body in zip(parts, (text, html), strict=True):
         assert part.defects == []
         assert normalise(part.get_content()) == normalise(body)
+
+
+# -- the encoders' shortcuts give what the plain algorithms give --------------------------------
+def reference_encode_body(text: str) -> tuple[str, bytes]:
+    """encode_body as one b2a_qp call over the whole text (what the line cache must equal)."""
+    import binascii
+
+    from nurture_mail.mime import _escape_from_lines, _is_7bit_safe
+
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if _is_7bit_safe(text, text.split("\n")):
+        return "7bit", text.replace("\n", "\r\n").encode("ascii")
+    data = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    if data.startswith(b"From ") or b"\nFrom " in data:
+        data = _escape_from_lines(data)
+    return "quoted-printable", data.replace(b"\n", b"\r\n")
+
+
+qp_lines = st.one_of(
+    st.text(max_size=200),
+    st.text(alphabet=" \t.=From\u00e9\u00a0\x00\x0bxyz\r", max_size=90),
+    st.sampled_from([
+        "", " ", ".", "..", "=", "From ", "From here", "from x", ">From x", "\t", "a\t", "a ",
+        "x" * 75, "x" * 76, "x" * 77, "x" * 75 + " ", "x" * 76 + " ", "x" * 74 + "é", "x" * 75 + ".",
+        "From " + "é" * 60, "From " + "x" * 200, "x" * 2000, "=3D", "caf\u00e9", "\u00a0",
+    ]),
+)
+# Lines drawn from a small pool repeat within and across texts, as template text does.
+pool_texts = st.lists(st.sampled_from([f"line {i} " + "é" * (i % 3) + "x" * (i * 7) for i in range(20)])
+                      | qp_lines, max_size=16).map("\n".join)
+
+
+@settings(max_examples=3000, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(text=pool_texts)
+def test_line_cache_gives_whole_text_encoding(text):
+    assert encode_body(text) == reference_encode_body(text)
+    assert encode_body(text) == reference_encode_body(text)  # now from the cache
+
+
+def test_line_cache_is_bounded():
+    from nurture_mail import mime
+
+    for i in range(3 * mime._QP_LINES_KEPT):
+        encode_body(f"caf\u00e9 {i}\n" + "y" * (i % 3000) + "\n")
+    assert len(mime._QP_LINES) <= mime._QP_LINES_KEPT
+    assert max(map(len, mime._QP_LINES)) <= mime._QP_LINE_CHARS
+
+
+def test_lone_surrogate_fails_as_before():
+    for text in ("a\ud800b", "x" * 80 + "\ncaf\u00e9 \ud83d\n", "ok\n\udfff"):
+        with pytest.raises(UnicodeEncodeError) as ours:
+            encode_body(text)
+        with pytest.raises(UnicodeEncodeError) as reference:
+            reference_encode_body(text)
+        assert str(ours.value) == str(reference.value)
+
+
+def test_header_text_shortcuts_match_the_general_path():
+    from nurture_mail.mime import (
+        _HEADER_BREAKING,
+        MAX_LINE,
+        _encoded_words,
+        _needs_encoding,
+        fold,
+        unstructured,
+    )
+
+    # Every printable character but " " is neither whitespace nor a control character.
+    assert all(
+        not _HEADER_BREAKING.match(c) and not c.isspace()
+        for c in map(chr, range(0x110000)) if c.isprintable() and c != " "
+    )
+
+    def reference(name: str, value: str) -> str:
+        text = _HEADER_BREAKING.sub(" ", value).strip()
+        words = text.split(" ") if text else []
+        if _needs_encoding(text) or any(len(word) > 900 for word in words):
+            words = _encoded_words(text, MAX_LINE - len(name) - 2)
+        return fold(name, words)
+
+    values = ["Hi  there", " x ", "a\u00a0b", "tab\there", "", "  ", "Zoë — ok", "x" * 68,
+              "x" * 69, "x" * 70, "a b " * 20, "=?x?=", "a =? b", "x" * 901]
+    for value in values:
+        assert clean_header_text(value) == _HEADER_BREAKING.sub(" ", value).strip()
+        for name in ("Subject", "X"):
+            assert unstructured(name, value) == reference(name, value)
+
+    @settings(max_examples=2000, derandomize=True, deadline=None)
+    @given(value=names)
+    def check(value):
+        assert clean_header_text(value) == _HEADER_BREAKING.sub(" ", value).strip()
+        assert unstructured("Subject", value) == reference("Subject", value)
+
+    check()

@@ -261,3 +261,55 @@ def test_cache_is_bounded(template_sets: list[TemplateSet]):
         context["company"]["name"] = f"Acme {i}!"  # a value inlined into the skeleton
         ts.render("check-in", context)
     assert len(ts._skeleton.md_cache) <= 512 and len(ts._skeleton.page_cache) <= 512
+
+
+def test_program_skeleton_is_the_token_pass_output(template_sets: list[TemplateSet]):
+    """A template run without Jinja keys the Markdown cache by the branches it took; the
+    skeleton they name is what the Jinja token pass outputs for the same values."""
+    from nurture_mail.template_budget import bounded
+    from nurture_mail.template_cache import Recording
+    from nurture_mail.template_programs import TextRun, token_skeleton
+    from nurture_mail.template_skeleton import _render_fast
+    from nurture_mail.template_values import view
+
+    checked = 0
+    for ts in template_sets:
+        renderer = ts._skeleton
+        for name in ts.names():
+            filename = f"{name}.md"
+            program = renderer._body_program(filename)
+            if program is None:
+                continue
+            for i in range(12):
+                context = typical(i)
+                context["candidate"]["status"] = ["withdrawn", "rejected", "hired"][i % 3]
+                if i % 2:
+                    del context["candidate"]["role"]
+                if i % 4 == 1:
+                    context["candidate"]["tags"] = []
+                values = {key: view(key, value) for key, value in context.items()}
+                with bounded():
+                    run = TextRun(ts._text_env, values, tokens=True)
+                    try:
+                        run.run(program)
+                    except Exception:  # noqa: BLE001 - not renderable this way: not compared
+                        continue
+                    with Recording() as texts:
+                        expected = _render_fast(
+                            renderer._compiled(renderer._token_env, filename), values
+                        )
+                assert token_skeleton(program, run.signature) == expected, (ts._prefix, name)
+                assert run.texts == texts
+                checked += 1
+    assert checked > 50
+
+
+def test_one_line_shortcut_matches_the_regex():
+    from nurture_mail.template_values import _LINE_BREAKING, one_line
+
+    assert all(
+        not _LINE_BREAKING.match(c) and not c.isspace()
+        for c in map(chr, range(0x110000)) if c.isprintable() and c != " "
+    )
+    for text in SPECIALS + ["a  b", " a", "a ", "a\u2028b", "\u3000x"]:
+        assert one_line(text) == _LINE_BREAKING.sub(" ", text).strip()
