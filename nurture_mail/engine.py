@@ -175,6 +175,9 @@ class Engine:
                         limit=min(self.settings.batch_size, chunk * 4),
                         campaign_ids=list(active),
                     )
+                # The rows are ours now: read them after the commit, so that no write lock is
+                # held while they are turned into Python objects (SQLite: other senders wait).
+                with self.db.sessions.begin() as session:
                     claimed = ledger.claimed_details(session, ids)
                     for campaign_id in {row.campaign_id for row in claimed} - counters.keys():
                         if campaign_id in active:
@@ -259,12 +262,14 @@ class Engine:
         end = datetime.combine(today + timedelta(days=1), time(0), tzinfo=zone)
         return DailyCounter(cap, {today: ledger.sent_between(session, campaign.id, start, end)})
 
-    def _render(self, campaign: Campaign, step, row, zone, now: datetime) -> tuple[str, str, bytes]:
+    def _render(self, campaign: Campaign, step, row, zone, now: datetime) -> tuple[bytes, tuple[str, str, bytes]]:
+        """The message, and what the ledger stores of it (packed here, outside any transaction)."""
         prepared = prepare_email(
             self.templates, self.settings, self.secret, campaign, step, row.variant, row.candidate,
             message_id=row.message_id, now=now, zone=zone,
         )
-        return prepared.to_addr, prepared.rendered.subject, prepared.message
+        stored = (prepared.to_addr, prepared.rendered.subject, ledger.pack_message(prepared.message))
+        return prepared.message, stored
 
     async def _deliver(self, group, active, now: datetime, report: TickReport, pending: _Pending) -> None:
         stamp = ledger.naive(now)
@@ -274,7 +279,7 @@ class Engine:
                 ledger.mark_data_started(
                     session,
                     self.owner,
-                    {send_id: message for send_id, _, message in group},
+                    {send_id: stored for send_id, _, (_, stored) in group},
                     stamp,
                     self.clock() + self.lease,
                 )
@@ -282,7 +287,7 @@ class Engine:
         sendable = [(sid, row, msg) for sid, row, msg in group if sid in marked]
         sender_of = {sid: self._sender(active[row.campaign_id])[1] for sid, row, _ in sendable}
         results = await asyncio.gather(
-            *(self.transport.send(sender_of[sid], msg[0], msg[2]) for sid, _, msg in sendable),
+            *(self.transport.send(sender_of[sid], stored[0], message) for sid, _, (message, stored) in sendable),
             return_exceptions=True,
         )
         refused: TransportRefused | None = None

@@ -62,20 +62,22 @@ def test_claimed_details_give_the_candidate_exactly_as_candidate_fields_does(tmp
 
 
 @given(st.binary(max_size=20_000))
-def test_stored_message_compression_round_trips(message):
-    """What mark_data_started stores is a plain zlib stream of the message."""
+def test_stored_message_packing_round_trips(message):
+    """A packed message is a Zstandard frame that unpacks to the message; rows written before
+    (zlib streams) unpack too."""
     import zlib
 
-    from nurture_mail.store.ledger import compress
+    from nurture_mail.store.ledger import pack_message, unpack_message
 
-    assert zlib.decompress(compress(message)) == message
+    packed = pack_message(message)
+    assert packed[:4] == b"\x28\xb5\x2f\xfd"
+    assert unpack_message(packed) == message
+    assert unpack_message(zlib.compress(message, 1)) == message
 
 
 def test_mark_data_started_is_fenced_by_the_claim(tmp_path, db_url):
     """A row another sender took over (our lease ran out) is neither marked nor stored, and
     is not returned as sendable; the others are marked once with their message."""
-    import zlib
-
     sink = SmtpSink().start()
     env = DeliveryEnv.create(tmp_path / "ws", db_url, sink, campaign=CAMPAIGN)
     try:
@@ -89,7 +91,8 @@ def test_mark_data_started_is_fenced_by_the_claim(tmp_path, db_url):
                 assert len(ids) == 3
                 stolen = ids[1]
                 session.execute(update(Send).where(Send.id == stolen).values(claimed_by="other"))
-                prepared = {sid: (f"to{sid}@example.com", f"subject {sid}", b"message %d" % sid) for sid in ids}
+                prepared = {sid: (f"to{sid}@example.com", f"subject {sid}", ledger.pack_message(b"message %d" % sid))
+                            for sid in ids}
                 marked = ledger.mark_data_started(session, "me", prepared, MON, MON + timedelta(hours=2))
                 assert sorted(marked) == [ids[0], ids[2]]
                 # the sender that holds it marks it
@@ -99,7 +102,7 @@ def test_mark_data_started_is_fenced_by_the_claim(tmp_path, db_url):
                 rows = {s.id: s for s in session.execute(select(Send).where(Send.id.in_(ids))).scalars()}
             for sid in ids:
                 assert rows[sid].data_started is True and rows[sid].attempts == 1
-                assert zlib.decompress(rows[sid].body) == b"message %d" % sid
+                assert ledger.unpack_message(rows[sid].body) == b"message %d" % sid
                 assert (rows[sid].to_addr, rows[sid].subject) == prepared[sid][:2]
             # the fence holds on a second try too
             with db.sessions.begin() as session:

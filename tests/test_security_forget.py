@@ -11,10 +11,12 @@ import zlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import zstandard
 from click.testing import CliRunner
 from sqlalchemy import MetaData, create_engine, select
 
 from nurture_mail.cli import cli
+from nurture_mail.store.ledger import unpack_message
 from nurture_mail.testing import SmtpSink
 
 from .delivery_env import DeliveryEnv
@@ -43,8 +45,8 @@ def texts(value) -> list[str]:
     if isinstance(value, bytes | bytearray | memoryview):
         raw = bytes(value)
         found = [raw.decode("latin-1")]
-        with contextlib.suppress(zlib.error):
-            found.append(zlib.decompress(raw).decode("utf-8", "replace"))
+        with contextlib.suppress(zlib.error, zstandard.ZstdError):
+            found.append(unpack_message(raw).decode("utf-8", "replace"))
         return found
     if isinstance(value, dict | list):
         return [json.dumps(value, ensure_ascii=False)]

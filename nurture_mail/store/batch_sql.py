@@ -191,16 +191,16 @@ class ExecuteMany:
         self.stmt = stmt
         self._plans: dict[str, tuple[str, list] | None] = {}
 
-    def __call__(self, conn, rows: Sequence[Mapping]) -> None:
+    def __call__(self, conn, rows: Sequence[Mapping]):
+        """Run it for every row; the result (its `rowcount` sums the rows), None for none."""
         if not rows:
-            return
+            return None
         dialect = conn.dialect
         if dialect.name not in self._plans:
             self._plans[dialect.name] = self._plan(dialect, rows[0]) if dialect.positional else None
         plan = self._plans[dialect.name]
         if plan is None or any(row.keys() != rows[0].keys() for row in rows):
-            conn.execute(self.stmt, list(rows))
-            return
+            return conn.execute(self.stmt, list(rows))
         sql, slots = plan
         params = []
         for row in rows:
@@ -209,7 +209,7 @@ class ExecuteMany:
                 value = row[key] if key is not None else value
                 values.append(proc(value) if proc is not None else value)
             params.append(tuple(values))
-        conn.exec_driver_sql(sql, params)
+        return conn.exec_driver_sql(sql, params)
 
     def _plan(self, dialect, row: Mapping) -> tuple[str, list]:
         compiled = self.stmt.compile(dialect=dialect, column_keys=list(row))

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import zstandard
 from sqlalchemy import (
     and_,
     bindparam,
@@ -40,6 +41,7 @@ from ..models import (
     Send,
     Suppression,
 )
+from .batch_sql import ExecuteMany
 
 ACTIVE_ENROLLMENT = ("active", "paused")
 PENDING_STATES = ("scheduled", "claimed", "deferred")
@@ -70,7 +72,7 @@ def _insert(session: Session, table):
 _SENDS = Send.__table__
 _ENROLLMENTS = Enrollment.__table__
 
-_MARK_STARTED = (  # executemany: one row each, fenced by the claim, with what is about to leave
+_MARK_STARTED = ExecuteMany(  # one row each, fenced by the claim, with what is about to leave
     update(_SENDS)
     .where(
         _SENDS.c.id == bindparam("p_id"),
@@ -93,7 +95,7 @@ _MARKED = select(_SENDS.c.id).where(
     _SENDS.c.claimed_by == bindparam("owner"),
     _SENDS.c.data_started.is_(True),
 )
-_FINISH = (
+_FINISH = ExecuteMany(
     update(_SENDS)
     .where(_SENDS.c.id == bindparam("p_id"))
     .values(
@@ -102,12 +104,12 @@ _FINISH = (
         claimed_by=None, lease_until=None, updated_at=bindparam("p_stamp"),
     )
 )
-_NEXT_STEP = (
+_NEXT_STEP = ExecuteMany(
     update(_ENROLLMENTS)
     .where(_ENROLLMENTS.c.id == bindparam("p_enrollment"), _ENROLLMENTS.c.state == "active")
     .values(needs_next=True, last_sent_at=bindparam("p_stamp"), last_step_id=bindparam("p_step"))
 )
-_MOVE = (
+_MOVE = ExecuteMany(
     update(_SENDS)
     .where(_SENDS.c.id == bindparam("p_id"))
     .values(
@@ -116,7 +118,7 @@ _MOVE = (
         claimed_by=None, lease_until=None, data_started=False, updated_at=bindparam("p_stamp"),
     )
 )
-_CANCEL = (
+_CANCEL = ExecuteMany(
     update(_SENDS)
     .where(_SENDS.c.id == bindparam("p_id"))
     .values(
@@ -386,12 +388,23 @@ def candidate_fields(c: Candidate, tags: list[str]) -> dict:
     }
 
 
-def compress(message: bytes) -> bytes:
-    """A stored message as a zlib stream (`zlib.decompress` reads it). A 4 KB window and a
-    small hash: the default state is ~256 KB allocated and zeroed per call, 60 us for a 3 KB
-    message against 11 us, for the same size of output on messages of that size."""
-    packer = zlib.compressobj(1, zlib.DEFLATED, 12, 4)
-    return packer.compress(message) + packer.flush()
+# Stored messages are Zstandard frames at level 1: on 3,000 distinct 2.9 KB messages of a
+# send run, 9.7 us each for 1,289 bytes, against zlib's 32 us (level 1) for 1,251 bytes.
+# Rows written before that hold zlib streams; `unpack_message` reads both.
+_PACKER = zstandard.ZstdCompressor(level=1)
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def pack_message(message: bytes) -> bytes:
+    """A message as the ledger stores it (`unpack_message` gives it back)."""
+    return _PACKER.compress(message)
+
+
+def unpack_message(body: bytes) -> bytes:
+    """A stored message: a Zstandard frame, or a zlib stream from before."""
+    if body[:4] == _ZSTD_MAGIC:
+        return zstandard.ZstdDecompressor().decompress(body)
+    return zlib.decompress(body)
 
 
 def mark_data_started(
@@ -404,7 +417,8 @@ def mark_data_started(
     """The commit point before data goes out: from here on an expired lease means `unknown`.
 
     Fenced by the claim: a row another sender took over (our lease ran out) is not marked, and
-    so not sent. Stores what is about to be sent: recipient, subject, compressed message.
+    so not sent. Stores what is about to be sent: `prepared` maps each send id to (recipient,
+    subject, `pack_message(message)`), packed by the caller outside the transaction.
     Returns the ids that may be sent.
     """
     if not prepared:
@@ -413,12 +427,12 @@ def mark_data_started(
     lease, stamp = naive(lease_until), naive(stamp)
     rows = [
         {"p_id": sid, "p_owner": owner, "p_lease": lease, "p_stamp": stamp,
-         "p_to": to_addr, "p_subject": subject, "p_body": compress(message)}
-        for sid, (to_addr, subject, message) in prepared.items()
+         "p_to": to_addr, "p_subject": subject, "p_body": body}
+        for sid, (to_addr, subject, body) in prepared.items()
     ]
     # One statement marks and stores (each row written once). All marked is the rule; when a
     # row was fenced out (another sender took it over), ask which ones are ours.
-    if conn.execute(_MARK_STARTED, rows).rowcount == len(rows):
+    if _MARK_STARTED(conn, rows).rowcount == len(rows):
         return list(prepared)
     return list(conn.execute(_MARKED, {"ids": list(prepared), "owner": owner}).scalars())
 
@@ -457,15 +471,13 @@ class Writes:
         conn = session.connection()
         stamp = {"p_stamp": self.stamp}
         if self.finished:
-            conn.execute(_FINISH, [{**f, **stamp} for f in self.finished])
-            conn.execute(
-                _NEXT_STEP,
-                [{"p_enrollment": f["p_enrollment"], "p_step": f["p_step"], **stamp} for f in self.finished],
-            )
+            _FINISH(conn, [{**f, **stamp} for f in self.finished])
+            _NEXT_STEP(conn, [{"p_enrollment": f["p_enrollment"], "p_step": f["p_step"], **stamp}
+                              for f in self.finished])
         if self.moved:
-            conn.execute(_MOVE, [{**m, **stamp} for m in self.moved])
+            _MOVE(conn, [{**m, **stamp} for m in self.moved])
         if self.cancelled:
-            conn.execute(_CANCEL, [{**c, **stamp} for c in self.cancelled])
+            _CANCEL(conn, [{**c, **stamp} for c in self.cancelled])
         self.finished, self.moved, self.cancelled = [], [], []
 
 
