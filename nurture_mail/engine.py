@@ -286,9 +286,8 @@ class Engine:
             )
         sendable = [(sid, row, msg) for sid, row, msg in group if sid in marked]
         sender_of = {sid: self._sender(active[row.campaign_id])[1] for sid, row, _ in sendable}
-        results = await asyncio.gather(
-            *(self.transport.send(sender_of[sid], stored[0], message) for sid, _, (message, stored) in sendable),
-            return_exceptions=True,
+        results = await self.transport.send_batch(
+            [(sender_of[sid], stored[0], message) for sid, _, (message, stored) in sendable]
         )
         refused: TransportRefused | None = None
         writes = pending.writes

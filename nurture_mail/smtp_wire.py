@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
 
 MAX_LINE = 4096  # RFC 5321 allows 512 octets per reply line; be generous, never unbounded
 MAX_PENDING = 64 * 1024
@@ -59,6 +60,12 @@ def envelope_address(address: str, smtputf8: bool) -> tuple[bytes, bool]:
     if not smtputf8:
         raise ValueError(f"{address} needs SMTPUTF8, which the SMTP server does not offer")
     return b"<" + address.encode("utf-8") + b">", True
+
+
+def _envelope(item: tuple[bytes, bytes, bytes, bool]) -> bytes:
+    """MAIL FROM, RCPT TO and DATA of one message, as one write."""
+    sender, recipient, _, utf8 = item
+    return b"MAIL FROM:" + sender + (b" SMTPUTF8" if utf8 else b"") + b"\r\nRCPT TO:" + recipient + b"\r\nDATA\r\n"
 
 
 class Wire(asyncio.Protocol):
@@ -145,46 +152,83 @@ class Wire(asyncio.Protocol):
 
         stage is "MAIL FROM", "RCPT TO", "DATA" (the reply to the DATA command) or "sent"
         (the reply after the data). Raises EnvelopeLost / DataPhaseLost when the connection
-        breaks, TimeoutError when the server stalls (before or after the data: the caller
-        tells which by `data_started`)."""
+        breaks, TimeoutError when the server stalls before the data (a stall after it is
+        DataPhaseLost)."""
+        (outcome,) = await self.series([(sender, recipient, payload, utf8)])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def series(self, items: list[tuple[bytes, bytes, bytes, bool]],
+                     before_each: Callable[[], Awaitable[None]] | None = None) -> list:
+        """Several transactions on this connection, pipelined across messages: the message
+        content may open a group of commands (RFC 2920 3.1), so each message's data goes out
+        in one write with the next message's envelope, one round trip a message.
+
+        `items` are (sender, recipient, payload, utf8) as `transaction` takes them;
+        `before_each` is awaited before each envelope is written (the rate limit). Returns an
+        outcome for each item of a prefix of `items`: (stage, code, text) as `transaction`
+        returns it, or the exception that ended the connection during that item: EnvelopeLost
+        or TimeoutError before its data, DataPhaseLost after. The items after the prefix were
+        not attempted: at most their envelope was written, never their data."""
+        out: list = []
+        if not items:
+            return out
+        if before_each is not None:
+            await before_each()
         self.data_started = False
-        options = b" SMTPUTF8" if utf8 else b""
-        self.transport.write(b"MAIL FROM:" + sender + options + b"\r\nRCPT TO:" + recipient + b"\r\nDATA\r\n")
-        heard = 0
-        try:
-            async with asyncio.timeout(self.timeout):
-                mail = await self.reply()
-                heard = 1
-                rcpt = await self.reply()
-                data = await self.reply()
-        except WireError as exc:
-            self.broken = True
-            raise EnvelopeLost(str(exc), nothing_heard=heard == 0) from exc
-        except TimeoutError:
-            self.broken = True
-            raise
-        if data[0] == 354 and (mail[0] >= 300 or rcpt[0] >= 300):
-            # A server that accepted DATA without a sender or recipient: end it empty.
-            self.transport.write(b".\r\n")
-            await self._settle(1)
-        if mail[0] >= 300:
-            await self.reset()
-            return "MAIL FROM", *mail
-        if rcpt[0] >= 300:
-            await self.reset()
-            return "RCPT TO", *rcpt
-        if data[0] != 354:
-            await self.reset()
-            return "DATA", *data
-        self.data_started = True
-        self.transport.write(payload)
-        try:
-            async with asyncio.timeout(self.timeout):
-                done = await self.reply()
-        except (WireError, TimeoutError) as exc:
-            self.broken = True
-            raise DataPhaseLost(str(exc) or type(exc).__name__) from exc
-        return "sent", *done
+        self.transport.write(_envelope(items[0]))
+        expect_reset = False  # a RSET went out ahead of this item's envelope
+        last = len(items) - 1
+        for i, item in enumerate(items):
+            heard = 0
+            try:
+                async with asyncio.timeout(self.timeout):
+                    if expect_reset:
+                        code, text = await self.reply()
+                        if code >= 300:
+                            raise WireError(f"RSET refused: {code} {text}")
+                        expect_reset = False
+                    mail = await self.reply()
+                    heard = 1
+                    rcpt = await self.reply()
+                    data = await self.reply()
+            except WireError as exc:
+                self.broken = True
+                out.append(EnvelopeLost(str(exc), nothing_heard=heard == 0 and i == 0))
+                return out
+            except TimeoutError as exc:
+                self.broken = True
+                out.append(exc)
+                return out
+            if mail[0] >= 300 or rcpt[0] >= 300 or data[0] != 354:
+                if data[0] == 354:  # accepted DATA without a sender or recipient: end it empty
+                    self.transport.write(b".\r\n")
+                    await self._settle(1)
+                stage = "MAIL FROM" if mail[0] >= 300 else "RCPT TO" if rcpt[0] >= 300 else "DATA"
+                out.append((stage, *(mail if mail[0] >= 300 else rcpt if rcpt[0] >= 300 else data)))
+                if i == last or not self.usable:
+                    await self.reset()
+                    return out
+                if before_each is not None:
+                    await before_each()
+                self.transport.write(b"RSET\r\n" + _envelope(items[i + 1]))
+                expect_reset = True
+                continue
+            if i < last and before_each is not None:
+                await before_each()
+            self.data_started = True
+            self.transport.write(item[2] if i == last else item[2] + _envelope(items[i + 1]))
+            try:
+                async with asyncio.timeout(self.timeout):
+                    done = await self.reply()
+            except (WireError, TimeoutError) as exc:
+                self.broken = True
+                out.append(DataPhaseLost(str(exc) or type(exc).__name__))
+                return out
+            self.data_started = False
+            out.append(("sent", *done))
+        return out
 
     async def _settle(self, count: int) -> None:
         try:

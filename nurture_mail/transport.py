@@ -19,6 +19,8 @@ import mailbox
 import re
 import ssl
 import time
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -65,6 +67,10 @@ class Delivery:
 class Transport(Protocol):
     async def send(self, sender: str, recipient: str, data: bytes) -> Delivery: ...
 
+    async def send_batch(self, messages: Sequence[tuple[str, str, bytes]]) -> list[Delivery | BaseException]:
+        """A Delivery per (sender, recipient, data), in order, or the exception in its place."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -83,6 +89,9 @@ class MaildirTransport:
             return Delivery(Outcome.DEFERRED, None, f"cannot write to the outbox: {exc}")
         return Delivery(Outcome.SENT, 250, f"written to outbox as {key}")
 
+    async def send_batch(self, messages: Sequence[tuple[str, str, bytes]]) -> list[Delivery | BaseException]:
+        return [await self.send(*message) for message in messages]
+
     async def close(self) -> None:
         self.box.close()
 
@@ -96,6 +105,9 @@ class MemoryTransport:
     async def send(self, sender: str, recipient: str, data: bytes) -> Delivery:
         self.sent.append((sender, recipient, data))
         return Delivery(Outcome.SENT, 250, "ok (memory)")
+
+    async def send_batch(self, messages: Sequence[tuple[str, str, bytes]]) -> list[Delivery | BaseException]:
+        return [await self.send(*message) for message in messages]
 
     async def close(self) -> None:
         pass
@@ -189,7 +201,8 @@ class SmtpTransport:
         needs_tls = self.target.implicit_tls or self.target.starttls
         self.tls_context = tls_context or (ssl.create_default_context() if needs_tls else None)
         self.limiter = RateLimiter(settings.rate_per_minute)
-        self.slots = asyncio.Semaphore(settings.max_connections)
+        self.max_connections = max(1, settings.max_connections)
+        self.slots = asyncio.Semaphore(self.max_connections)
         self.idle: list[aiosmtplib.SMTP | Wire] = []
         self.pipelining = pipelining
 
@@ -220,67 +233,139 @@ class SmtpTransport:
         return wire
 
     async def send(self, sender: str, recipient: str, data: bytes) -> Delivery:
-        await self.limiter.acquire()
+        (result,) = await self.send_batch([(sender, recipient, data)])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def send_batch(self, messages: Sequence[tuple[str, str, bytes]]) -> list[Delivery | BaseException]:
+        """A Delivery per (sender, recipient, data), in order; in place of one, the exception
+        that kept it from being tried (TransportRefused: the server cannot be used safely) or
+        that left its fate unknown (anything unexpected). The messages are dealt over up to
+        `max_connections` connections, each taking its share in order, pipelined."""
+        results: list[Delivery | BaseException | None] = [None] * len(messages)
+        lanes = min(self.max_connections, len(messages))
+        await asyncio.gather(*(
+            self._lane(messages, range(lane, len(messages), lanes), results) for lane in range(lanes)
+        ))
+        return results  # type: ignore[return-value]  # every lane fills its share
+
+    async def _lane(self, messages: Sequence[tuple[str, str, bytes]], share: range, results: list) -> None:
+        """One connection's share, in order. A connection that breaks is replaced and the
+        share goes on from the first message it did not try."""
+        queue = deque(share)
         async with self.slots:
             client = self.idle.pop() if self.idle else None
+            reused = client is not None  # a reused connection may have been closed while idle
             try:
-                if client is None or not _usable(client):
-                    _drop(client)
-                    client = await self._connect()
-                    delivery = await self._transaction(client, sender, recipient, data)
-                else:
-                    try:
-                        delivery = await self._transaction(client, sender, recipient, data)
-                    except _StaleConnection:
-                        # The server closed an idle connection: nothing was sent; once more.
+                while queue:
+                    if client is None or not _usable(client):
                         _drop(client)
-                        client = await self._connect()
-                        delivery = await self._transaction(client, sender, recipient, data)
-            except _DataPhaseLost as exc:
+                        client, reused = None, False
+                        try:
+                            client = await self._connect()
+                        except (TimeoutError, aiosmtplib.SMTPException, EnvelopeLost, OSError) as exc:
+                            failure = self._failure(exc)  # no server to talk to: the same for all
+                            for index in queue:
+                                results[index] = failure
+                            return
+                    if isinstance(client, Wire):
+                        reused = await self._pipelined(client, messages, queue, results, reused)
+                    else:
+                        reused = await self._one_by_one(client, messages, queue, results, reused)
+            except TransportRefused as exc:
+                for index in queue:
+                    results[index] = exc
+            except Exception as exc:  # a fault we cannot place: the engine records `unknown`
+                for index in queue:
+                    results[index] = exc
                 _drop(client)
-                return Delivery(Outcome.UNKNOWN, None, f"connection lost after the message data: {exc}")
-            except aiosmtplib.SMTPResponseException as exc:
-                _drop(client)
-                return _from_code(exc.code, exc.message, "connect")
-            except (TimeoutError, aiosmtplib.SMTPException, EnvelopeLost, OSError) as exc:
-                _drop(client)
-                if _is_tls_refusal(exc):
-                    raise TransportRefused(
-                        f"SMTP server {self.target.host}:{self.target.port} refused: {exc}; "
-                        "nothing was sent (set [smtp] starttls = \"off\" only for a server on localhost)"
-                    ) from None
-                return Delivery(Outcome.DEFERRED, None, f"connection problem before the data: {exc or type(exc).__name__}")
-            except ValueError as exc:  # an address the envelope cannot carry; nothing was sent
-                if client is not None:
+                client = None
+            finally:
+                if client is not None and _usable(client):
                     self.idle.append(client)
-                return Delivery(Outcome.FAILED, None, f"cannot send: {exc}")
-            if _usable(client) and delivery.outcome is not Outcome.UNKNOWN:
-                self.idle.append(client)
-            else:
-                _drop(client)
-            return delivery
+                else:
+                    _drop(client)
 
-    async def _transaction(self, client: aiosmtplib.SMTP | Wire, sender: str, recipient: str, data: bytes) -> Delivery:
-        if not isinstance(client, Wire):
+    async def _pipelined(self, wire: Wire, messages, queue: deque, results: list, reused: bool) -> bool:
+        """Everything in `queue` over `wire` in one pipelined series; what it did not try
+        stays queued. Returns whether the next connection counts as reused."""
+        items, order = [], []
+        for index in queue:
+            sender, recipient, data = messages[index]
+            try:
+                mail_from, utf8_from = envelope_address(sender, wire.smtputf8)
+                rcpt_to, utf8_to = envelope_address(recipient, wire.smtputf8)
+            except ValueError as exc:  # an address the envelope cannot carry; nothing is sent
+                results[index] = Delivery(Outcome.FAILED, None, f"cannot send: {exc}")
+                continue
+            items.append((mail_from, rcpt_to, stuff(data), utf8_from or utf8_to))
+            order.append(index)
+        queue.clear()
+        limit = self.limiter.acquire if self.limiter.rate > 0 else None
+        outcomes = await wire.series(items, limit)
+        for index, outcome in zip(order, outcomes, strict=False):
+            if isinstance(outcome, EnvelopeLost) and outcome.nothing_heard and reused:
+                # The server closed the idle connection: nothing was sent; once more on a new one.
+                queue.extend(order[order.index(index):])
+                return False
+            results[index] = self._outcome(outcome)
+        queue.extend(order[len(outcomes):])  # not tried: the connection broke before them
+        return False
+
+    async def _one_by_one(self, client: aiosmtplib.SMTP, messages, queue: deque, results: list,
+                          reused: bool) -> bool:
+        """The first message of `queue` on a server without PIPELINING."""
+        index = queue[0]
+        sender, recipient, data = messages[index]
+        try:
             # aiosmtplib would parse "x\r\nRCPT TO:<y>" down to y: refuse such addresses first.
             envelope_address(sender, True)
             envelope_address(recipient, True)
-            return await self._stepwise(client, sender, recipient, data)
-        mail_from, utf8_from = envelope_address(sender, client.smtputf8)
-        rcpt_to, utf8_to = envelope_address(recipient, client.smtputf8)
+        except ValueError as exc:
+            results[queue.popleft()] = Delivery(Outcome.FAILED, None, f"cannot send: {exc}")
+            return reused
+        await self.limiter.acquire()
         try:
-            stage, code, text = await client.transaction(mail_from, rcpt_to, stuff(data), utf8_from or utf8_to)
-        except EnvelopeLost as exc:
-            if exc.nothing_heard:
-                raise _StaleConnection(str(exc)) from exc
-            raise
-        except DataPhaseLost as exc:
-            raise _DataPhaseLost(str(exc)) from exc
+            delivery = await self._stepwise(client, sender, recipient, data)
+        except _StaleConnection as exc:
+            client.close()
+            if reused:  # closed while idle: nothing was sent; once more on a new connection
+                return False
+            delivery = self._failure(exc)
+        except _DataPhaseLost as exc:
+            client.close()
+            delivery = Delivery(Outcome.UNKNOWN, None, f"connection lost after the message data: {exc}")
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
+            delivery = self._failure(exc)
+        results[queue.popleft()] = delivery
+        return True
+
+    def _outcome(self, outcome) -> Delivery:
+        """A Delivery from what `Wire.series` said of one message."""
+        if isinstance(outcome, DataPhaseLost):
+            return Delivery(Outcome.UNKNOWN, None, f"connection lost after the message data: {outcome}")
+        if isinstance(outcome, BaseException):  # EnvelopeLost, or a stall before the data
+            return self._failure(outcome)
+        stage, code, text = outcome
         if stage != "sent":
             return _from_code(code, text, stage)
         if code != 250:
             return _from_code(code, text, "DATA")
         return Delivery(Outcome.SENT, code, f"{code} {text}")
+
+    def _failure(self, exc: BaseException) -> Delivery:
+        """A failure before any data: the server's refusal, or a connection problem; raises
+        TransportRefused when TLS cannot be had (nothing may be sent at all then)."""
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            return _from_code(exc.code, exc.message, "connect")
+        if _is_tls_refusal(exc):
+            raise TransportRefused(
+                f"SMTP server {self.target.host}:{self.target.port} refused: {exc}; "
+                "nothing was sent (set [smtp] starttls = \"off\" only for a server on localhost)"
+            ) from None
+        return Delivery(Outcome.DEFERRED, None, f"connection problem before the data: {exc or type(exc).__name__}")
 
     async def _stepwise(self, client: aiosmtplib.SMTP, sender: str, recipient: str, data: bytes) -> Delivery:
         """One message, one command at a time (a server without PIPELINING), on a clean connection; leaves it clean (RSET after a refusal) or broken.

@@ -174,3 +174,141 @@ def test_address_the_server_cannot_carry_fails_cleanly_and_sends_nothing(sink):
     assert results[0].outcome is Outcome.FAILED
     assert "cannot send" in results[0].response
     assert sink.received == []
+
+
+# --- several messages on one connection -----------------------------------------------------
+
+
+def test_each_message_data_goes_out_with_the_next_envelope_in_one_write():
+    """RFC 2920 3.1: the content may open a group, so a series costs one round trip a message."""
+    transport = _Transport()
+    wire = Wire(transport, smtputf8=False, timeout=5)
+    items = [(b"<s@x.example>", f"<r{i}@x.example>".encode(), f"body {i}\r\n.\r\n".encode(), False) for i in range(3)]
+    envelope = [b"MAIL FROM:<s@x.example>\r\nRCPT TO:<r%d@x.example>\r\nDATA\r\n" % i for i in range(3)]
+
+    async def run():
+        task = asyncio.ensure_future(wire.series(items))
+        await asyncio.sleep(0)
+        assert transport.written == [envelope[0]]
+        wire.data_received(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        await asyncio.sleep(0)
+        assert transport.written[1:] == [b"body 0\r\n.\r\n" + envelope[1]]
+        wire.data_received(b"250 queued 0\r\n250 ok\r\n550 5.1.1 no such user\r\n503 no recipients\r\n")
+        await asyncio.sleep(0)
+        # the refused envelope is reset in the same write as the next envelope
+        assert transport.written[2:] == [b"RSET\r\n" + envelope[2]]
+        wire.data_received(b"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+        await asyncio.sleep(0)
+        assert transport.written[3:] == [b"body 2\r\n.\r\n"]  # the last data goes alone
+        wire.data_received(b"250 queued 2\r\n")
+        return await task
+
+    outcomes = asyncio.run(run())
+    assert outcomes == [("sent", 250, "queued 0"), ("RCPT TO", 550, "5.1.1 no such user"), ("sent", 250, "queued 2")]
+    assert wire.usable
+
+
+def test_a_series_cut_after_a_data_reports_that_message_lost_and_the_next_untried():
+    transport = _Transport()
+    wire = Wire(transport, smtputf8=False, timeout=5)
+    items = [(b"<s@x.example>", f"<r{i}@x.example>".encode(), b"x\r\n.\r\n", False) for i in range(3)]
+
+    async def run():
+        task = asyncio.ensure_future(wire.series(items))
+        await asyncio.sleep(0)
+        wire.data_received(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        await asyncio.sleep(0)
+        wire.connection_lost(ConnectionResetError("reset"))
+        return await task
+
+    outcomes = asyncio.run(run())
+    assert len(outcomes) == 1  # the second envelope was written, its data never: not tried
+    from nurture_mail.smtp_wire import DataPhaseLost
+
+    assert isinstance(outcomes[0], DataPhaseLost)
+
+
+def send_batch(url: str, messages, connections: int = 1):
+    async def run():
+        transport = SmtpTransport(smtp_settings(url, connections=connections))
+        try:
+            return await transport.send_batch(messages)
+        finally:
+            await transport.close()
+
+    return asyncio.run(run())
+
+
+def batch(n: int) -> list[tuple[str, str, bytes]]:
+    return [("dana@talent.example", f"p{i}@example.com", f"Subject: {i}\r\n\r\nhi {i}\r\n".encode()) for i in range(n)]
+
+
+def faulty_sink(stage: str, victim: str, fault: str) -> SmtpSink:
+    def rule(s, rcpt, attempt):
+        return fault if s == stage and rcpt == victim and attempt == 1 else None
+
+    return SmtpSink(rule=rule).start()
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+def test_a_batch_arrives_once_each_in_order_per_connection(sink, connections):
+    messages = batch(12)
+    results = send_batch(sink.url, messages, connections)
+    assert [r.outcome for r in results] == [Outcome.SENT] * 12
+    assert sorted(r.rcpt for r in sink.received) == sorted(m[1] for m in messages)
+    if connections == 1:
+        assert [r.rcpt for r in sink.received] == [m[1] for m in messages]
+    assert {r.data for r in sink.received} == {m[2] for m in messages}
+
+
+def test_a_drop_after_the_data_in_a_batch_is_unknown_and_the_rest_go_on_a_new_connection():
+    server = faulty_sink("after_data", "p3@example.com", "drop")
+    try:
+        results = send_batch(server.url, batch(7))
+    finally:
+        server.stop()
+    outcomes = [r.outcome for r in results]
+    assert outcomes == [Outcome.SENT] * 3 + [Outcome.UNKNOWN] + [Outcome.SENT] * 3
+    assert [r.rcpt for r in server.received] == [f"p{i}@example.com" for i in range(7)]  # p3 once
+
+
+def test_a_drop_before_the_data_in_a_batch_defers_that_message_and_the_rest_go_on():
+    server = faulty_sink("rcpt", "p2@example.com", "drop")
+    try:
+        results = send_batch(server.url, batch(6))
+    finally:
+        server.stop()
+    assert [r.outcome for r in results] == [Outcome.SENT] * 2 + [Outcome.DEFERRED] + [Outcome.SENT] * 3
+    assert "before the data" in results[2].response
+    assert [r.rcpt for r in server.received] == [f"p{i}@example.com" for i in range(6) if i != 2]
+
+
+@pytest.mark.parametrize("stage,fault,outcome", [
+    ("rcpt", "450 4.2.1 mailbox busy", Outcome.DEFERRED),
+    ("data", "554 5.7.1 content refused", Outcome.FAILED),
+    ("after_data", "451 4.3.0 try later", Outcome.DEFERRED),
+])
+def test_a_refusal_in_a_batch_leaves_the_connection_usable_for_the_rest(stage, fault, outcome):
+    server = faulty_sink(stage, "p1@example.com", fault)
+    try:
+        results = send_batch(server.url, batch(4))
+    finally:
+        server.stop()
+    assert [r.outcome for r in results] == [Outcome.SENT, outcome, Outcome.SENT, Outcome.SENT]
+    stored = [r.rcpt for r in server.received]
+    assert stored[0] == "p0@example.com" and stored[-2:] == ["p2@example.com", "p3@example.com"]
+
+
+def test_an_unusable_address_in_a_batch_fails_alone(sink):
+    messages = batch(3)
+    messages[1] = ("dana@talent.example", "bad\r\nRCPT TO:<evil@example.com>", b"x\r\n")
+    results = send_batch(sink.url, messages)
+    assert [r.outcome for r in results] == [Outcome.SENT, Outcome.FAILED, Outcome.SENT]
+    assert [r.rcpt for r in sink.received] == ["p0@example.com", "p2@example.com"]
+
+
+def test_no_server_defers_the_whole_batch():
+    from nurture_mail.testing import free_port
+
+    results = send_batch(f"smtp://127.0.0.1:{free_port()}", batch(5), connections=2)
+    assert [r.outcome for r in results] == [Outcome.DEFERRED] * 5
