@@ -38,11 +38,13 @@ class DataPhaseLost(WireError):
 
 def stuff(data: bytes) -> bytes:
     """The DATA payload: CRLF line ends, leading dots doubled (RFC 5321 4.5.2), the final dot."""
-    if data.count(b"\n") != data.count(b"\r\n") or b"\r" in data.replace(b"\r\n", b""):
+    crlf = data.count(b"\r\n")  # counting, not copying: every CR and LF in a CRLF pair
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if data.startswith(b"."):
         data = b"." + data
-    data = data.replace(b"\r\n.", b"\r\n..")
+    if b"\r\n." in data:
+        data = data.replace(b"\r\n.", b"\r\n..")
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data + b".\r\n"

@@ -12,7 +12,8 @@ So, for the reply sync's batches (store/inbound.py):
   statement per batch whose text never changes, the arrays in binary (`Binary`);
 * `OneOf`: a SELECT testing a column against a list bound as ONE parameter (= ANY(array) on
   PostgreSQL, IN json_each(...) on SQLite), so its text never changes either;
-* `ExecuteMany`: a statement run once per row, on SQLite through the driver's executemany.
+* `ExecuteMany`: a statement run once per row, on SQLite through the driver's executemany;
+  with an `UnnestUpdate` beside it, on PostgreSQL as one UPDATE ... FROM unnest(arrays).
 
 Every statement is rendered by SQLAlchemy from Core (with the dialect's casts), and every value
 goes through its column's or bind's own processor: the rows stored are those Core stores.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import any_, bindparam, func, literal_column, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -181,14 +183,38 @@ def quick_datetimes(proc: Callable) -> Callable:
     return quick if same else proc
 
 
+class UnnestUpdate:
+    """UPDATE t SET ... FROM unnest(:a, :b, ...) AS batch(a, b, ...) WHERE ...: a batch of
+    per-row updates as one statement on PostgreSQL. Pipelined, psycopg still has the server
+    plan and run one statement per row, a round trip's worth of server time each; here the
+    batch is one statement with one array per column, in binary.
+
+    `columns` names the per-row values and their types; `build(batch)` returns the UPDATE,
+    with `batch.c.<name>` where the row's value goes and plain bindparams for what all rows
+    share (given once, as keyword arguments of the call)."""
+
+    def __init__(self, columns: Mapping[str, Any], build: Callable):
+        self.columns = tuple(columns)
+        arrays = [bindparam(name, type_=ARRAY(kind)) for name, kind in columns.items()]
+        batch = func.unnest(*arrays).table_valued(*self.columns).render_derived(name="batch")
+        self.binary = Binary(build(batch))
+
+    def __call__(self, conn, rows: Sequence[Mapping], **shared):
+        return self.binary.execute(conn, {**{c: [row[c] for row in rows] for c in self.columns}, **shared})
+
+
 class ExecuteMany:
     """conn.execute(stmt, rows) for a statement run once per row (the effects' UPDATEs), on
     SQLite straight through the driver's executemany: rendered once, each row's parameters
-    put in order with the statement's own bind processors. PostgreSQL keeps Core's path:
-    psycopg pipelines a short statement's executions by itself."""
+    put in order with the statement's own bind processors. PostgreSQL keeps Core's path
+    (psycopg pipelines a short statement's executions by itself), or runs `postgresql`, the
+    same change as one set-based statement, when given: its parameters other than the
+    columns must then be the same in every row (a stamp, an owner), and are read from the
+    first."""
 
-    def __init__(self, stmt):
+    def __init__(self, stmt, *, postgresql: UnnestUpdate | None = None):
         self.stmt = stmt
+        self.postgresql = postgresql
         self._plans: dict[str, tuple[str, list] | None] = {}
 
     def __call__(self, conn, rows: Sequence[Mapping]):
@@ -196,6 +222,10 @@ class ExecuteMany:
         if not rows:
             return None
         dialect = conn.dialect
+        if self.postgresql is not None and dialect.name == "postgresql":
+            columns = self.postgresql.columns
+            shared = {k: v for k, v in rows[0].items() if k not in columns}
+            return self.postgresql(conn, rows, **shared)  # Binary binds only what it names
         if dialect.name not in self._plans:
             self._plans[dialect.name] = self._plan(dialect, rows[0]) if dialect.positional else None
         plan = self._plans[dialect.name]

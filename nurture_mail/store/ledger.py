@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.types import DateTime, Integer, LargeBinary, String, Text
 
 from ..models import (
     _CLAIMABLE_SQL,
@@ -41,7 +42,7 @@ from ..models import (
     Send,
     Suppression,
 )
-from .batch_sql import ExecuteMany
+from .batch_sql import ExecuteMany, OneOf, UnnestUpdate
 
 ACTIVE_ENROLLMENT = ("active", "paused")
 PENDING_STATES = ("scheduled", "claimed", "deferred")
@@ -87,7 +88,25 @@ _MARK_STARTED = ExecuteMany(  # one row each, fenced by the claim, with what is 
         to_addr=bindparam("p_to"),
         subject=bindparam("p_subject"),
         body=bindparam("p_body"),
-    )
+    ),
+    postgresql=UnnestUpdate(
+        {"p_id": Integer, "p_to": Text, "p_subject": Text, "p_body": LargeBinary},
+        lambda batch: update(_SENDS)
+        .where(
+            _SENDS.c.id == batch.c.p_id,
+            _SENDS.c.state == "claimed",
+            _SENDS.c.claimed_by == bindparam("p_owner", type_=String),
+        )
+        .values(
+            data_started=True,
+            attempts=_SENDS.c.attempts + 1,
+            lease_until=bindparam("p_lease", type_=DateTime),
+            updated_at=bindparam("p_stamp", type_=DateTime),
+            to_addr=batch.c.p_to,
+            subject=batch.c.p_subject,
+            body=batch.c.p_body,
+        ),
+    ),
 )
 _MARKED = select(_SENDS.c.id).where(
     _SENDS.c.id.in_(bindparam("ids", expanding=True)),
@@ -102,12 +121,29 @@ _FINISH = ExecuteMany(
         state=bindparam("p_state"), smtp_response=bindparam("p_response"),
         reason=bindparam("p_reason"), sent_at=bindparam("p_sent_at"),
         claimed_by=None, lease_until=None, updated_at=bindparam("p_stamp"),
-    )
+    ),
+    postgresql=UnnestUpdate(
+        {"p_id": Integer, "p_state": Text, "p_response": Text, "p_reason": Text, "p_sent_at": DateTime},
+        lambda batch: update(_SENDS)
+        .where(_SENDS.c.id == batch.c.p_id)
+        .values(
+            state=batch.c.p_state, smtp_response=batch.c.p_response,
+            reason=batch.c.p_reason, sent_at=batch.c.p_sent_at,
+            claimed_by=None, lease_until=None, updated_at=bindparam("p_stamp", type_=DateTime),
+        ),
+    ),
 )
 _NEXT_STEP = ExecuteMany(
     update(_ENROLLMENTS)
     .where(_ENROLLMENTS.c.id == bindparam("p_enrollment"), _ENROLLMENTS.c.state == "active")
-    .values(needs_next=True, last_sent_at=bindparam("p_stamp"), last_step_id=bindparam("p_step"))
+    .values(needs_next=True, last_sent_at=bindparam("p_stamp"), last_step_id=bindparam("p_step")),
+    postgresql=UnnestUpdate(
+        {"p_enrollment": Integer, "p_step": Text},
+        lambda batch: update(_ENROLLMENTS)
+        .where(_ENROLLMENTS.c.id == batch.c.p_enrollment, _ENROLLMENTS.c.state == "active")
+        .values(needs_next=True, last_sent_at=bindparam("p_stamp", type_=DateTime),
+                last_step_id=batch.c.p_step),
+    ),
 )
 _MOVE = ExecuteMany(
     update(_SENDS)
@@ -318,10 +354,12 @@ def claimed_details(session: Session, ids: Sequence[int]) -> list[Claimed]:
     """Everything about the claimed rows in two Core queries (no ORM objects: a hot path)."""
     if not ids:
         return []
-    rows = session.execute(_CLAIMED_DETAILS, {"ids": list(ids)}).all()
+    conn = session.connection()
+    # The id lists as one parameter each: the statements' text never changes with the batch.
+    rows = _CLAIMED_DETAILS.execute(conn, ids).all()
     tags: dict[int, list[str]] = {}
     if rows:
-        for cid, tag in session.execute(_TAGS_OF, {"ids": list({r[_CANDIDATE_AT] for r in rows})}):
+        for cid, tag in _TAGS_OF.execute(conn, {r[_CANDIDATE_AT] for r in rows}):
             tags.setdefault(cid, []).append(tag)
     out = []
     for r in rows:
@@ -346,7 +384,7 @@ _CANDIDATE_KEYS = (
     "stage_reached", "decided_at", "source", "created_at", "token_key", "attributes",
 )
 _CANDIDATE_AT = 10  # the first candidate column in _CLAIMED_DETAILS
-_CLAIMED_DETAILS = (
+_CLAIMED_DETAILS = OneOf("ids", Integer, lambda one_of: (
     select(
         _SENDS.c.id, _SENDS.c.enrollment_id, _SENDS.c.campaign_id, _SENDS.c.step_id,
         _SENDS.c.variant, _SENDS.c.message_id, _SENDS.c.attempts, _SENDS.c.due_at,
@@ -358,12 +396,13 @@ _CLAIMED_DETAILS = (
         _SENDS.join(_ENROLLMENTS, _ENROLLMENTS.c.id == _SENDS.c.enrollment_id)
         .join(Candidate.__table__, Candidate.__table__.c.id == _SENDS.c.candidate_id)
     )
-    .where(_SENDS.c.id.in_(bindparam("ids", expanding=True)))
+    .where(one_of(_SENDS.c.id))
     .order_by(_SENDS.c.id)
-)
-_TAGS_OF = select(CandidateTag.__table__.c.candidate_id, CandidateTag.__table__.c.tag).where(
-    CandidateTag.__table__.c.candidate_id.in_(bindparam("ids", expanding=True))
-)
+))
+_TAGS_OF = OneOf("ids", Integer, lambda one_of: (
+    select(CandidateTag.__table__.c.candidate_id, CandidateTag.__table__.c.tag)
+    .where(one_of(CandidateTag.__table__.c.candidate_id))
+))
 
 
 def candidate_fields(c: Candidate, tags: list[str]) -> dict:
