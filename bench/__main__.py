@@ -1,4 +1,4 @@
-"""`python -m bench [NAME ...] [--quick]`: run benchmarks, print a table, write JSON.
+"""`python -m bench [NAME ...] [--quick] [--runs N]`: run benchmarks, print a table, write JSON.
 
 Names: send, pool, report, ingest, render. Default: all. `--quick` uses small sizes (a smoke
 run); the figures in the issue notes come from the full sizes. Each benchmark starts its own
@@ -32,10 +32,20 @@ def run_script(name: str, args: list[str]) -> list[Figure]:
     return figures
 
 
+def median_of(runs: int, measure) -> Figure:
+    """`measure()` run `runs` times: the median figure, every run's value in its detail."""
+    figures = sorted((measure() for _ in range(runs)), key=lambda f: f.value)
+    middle = figures[len(figures) // 2]
+    if runs > 1:
+        middle.detail["runs"] = [round(f.value, 1) for f in figures]
+    return middle
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", default=["send", "pool", "report", "ingest", "render"])
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
+    parser.add_argument("--runs", type=int, default=1, help="send: median of this many runs")
     args = parser.parse_args()
     q = args.quick
     figures: list[Figure] = []
@@ -44,12 +54,20 @@ def main() -> int:
         from . import send
 
         n = 3000 if q else 50_000
+        runs = max(1, args.runs)
+        ceiling = None
         if have_postfix():
-            figures.append(send.ceiling(n))
-        figures.append(send.naive(min(n, 5000)))
+            ceiling = median_of(runs, lambda: send.ceiling(n))
+            figures.append(ceiling)
+        naive = median_of(runs, lambda: send.naive(min(n, 5000)))
+        figures.append(naive)
         for backend in ("sqlite", "postgresql"):
             for procs in (1, 2):
-                figures.append(send.engine_run(n, backend, procs))
+                figure = median_of(runs, lambda b=backend, p=procs: send.engine_run(n, b, p))
+                if ceiling is not None:
+                    figure.detail["of_ceiling"] = round(figure.value / ceiling.value, 3)
+                figure.detail["x_naive"] = round(figure.value / naive.value, 1)
+                figures.append(figure)
     if "pool" in args.names:
         from . import pool
 
