@@ -18,6 +18,7 @@ Prints `RESULT {json}` lines for `python -m bench`, plus a human summary.
 
     .venv/bin/python bench/report_bench.py [--rows N] [--backend sqlite|postgresql]
     .venv/bin/python bench/report_bench.py --database URL   # an existing database, as it is
+    .venv/bin/python bench/report_bench.py --keep DIR       # SQLite: built once in DIR, then reused
 """
 
 from __future__ import annotations
@@ -214,18 +215,39 @@ def measure(url: str, backend: str, rows: int | None, workdir: Path) -> None:
                 **figures, **base, load_avg_1m=round(os.getloadavg()[0], 2))
 
 
+def kept_sqlite(directory: Path, sends: int) -> Path:
+    """The SQLite dataset of `sends` kept in `directory`, built there first if it is not (under
+    another name until complete, so that an interrupted build is never taken for one)."""
+    path = directory / f"report-bench-{sends}.db"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.unlink(missing_ok=True)
+        started = time.perf_counter()
+        build(f"sqlite:///{partial}", sends)
+        partial.rename(path)
+        print(f"sqlite: built {path} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", "--sends", dest="rows", type=int, default=1_000_000)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--database", metavar="URL", help="time this database as it is: nothing is built")
+    parser.add_argument("--keep", metavar="DIR", type=Path,
+                        help="SQLite: keep the dataset in DIR (one file per --rows) and time it as it is "
+                             "on later runs, instead of building it again (~20 s for 1,000,000 sends)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="nurture-report-bench-") as tmp:
         if args.database:
             measure(args.database, args.database.split(":")[0].split("+")[0], None, Path(tmp))
             return
         if args.backend in ("sqlite", "both"):
-            measure(f"sqlite:///{Path(tmp) / 'nurture.db'}", "sqlite", args.rows, Path(tmp))
+            if args.keep is None:
+                measure(f"sqlite:///{Path(tmp) / 'nurture.db'}", "sqlite", args.rows, Path(tmp))
+            else:
+                measure(f"sqlite:///{kept_sqlite(args.keep, args.rows)}", "sqlite", None, Path(tmp))
         if args.backend in ("postgresql", "both"):
             try:
                 url, drop = fresh_pg_schema(PG_URL)

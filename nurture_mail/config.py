@@ -7,9 +7,7 @@ printing or logging the settings never shows them.
 
 from __future__ import annotations
 
-import difflib
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -195,6 +193,11 @@ def _coerce(section: str, key: str, kind: str, value: object, where: str) -> obj
 
 
 def _read_toml(path: Path) -> dict:
+    # Imported here: without a nurture.toml (--database and the environment only), a command
+    # starts without the TOML parser (and difflib, for the hints of its errors).
+    import difflib
+    import tomllib
+
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -51,6 +53,15 @@ def test_every_leaf_command_appears_in_the_readme():
         if isinstance(command, click.Group):
             continue
         assert re.search(re.escape(path) + r"\b", text), f"README does not mention `{path}`"
+
+
+def test_help_starts_without_the_database_layer():
+    # Every command's module is imported to list it: their imports stay in the commands.
+    code = ("import json, sys\nfrom nurture_mail.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    run = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(run.stdout.splitlines()[-1]))
+    assert not {"sqlalchemy", "rich", "jinja2", "email_validator", "nurture_mail.models"} & loaded
 
 
 def test_import_list_show_through_the_cli(workspace, run_cli):

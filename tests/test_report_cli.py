@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 
 from nurture_mail.database import open_database
 
@@ -76,3 +78,32 @@ def test_report_pool(run_cli, workspace, db_url):
     assert "6 warm, 6 cooling, 3 cold" in table
     html = run_cli("--now", NOW, "report", "pool", "--format", "html").stdout
     assert "Warm pool" in html and "Let&#39;s talk" in html
+
+
+# Runs the command in a fresh interpreter and prints the modules it loaded.
+LOADED = """
+import json, sys
+from nurture_mail.cli import cli
+try:
+    cli(sys.argv[1:], prog_name="nurture")
+except SystemExit as exit:
+    assert not exit.code, exit.code
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def loaded_by(*args: str) -> set[str]:
+    run = subprocess.run([sys.executable, "-c", LOADED, *args], capture_output=True, text=True, check=True)
+    return set(json.loads(run.stdout.splitlines()[-1]))
+
+
+def test_report_loads_only_what_its_format_needs(workspace, db_url, tmp_path):
+    # Start-up is most of what a report costs: json and csv need neither rich (the table) nor
+    # Jinja2 (html), nor email_validator (candidates); no command's start loads them.
+    seeded(db_url)
+    for fmt in ("json", "csv"):
+        loaded = loaded_by("--now", NOW, "report", "--format", fmt, "-o", str(tmp_path / f"r.{fmt}"))
+        assert "nurture_mail.reports" in loaded
+        assert not {"rich", "jinja2", "email_validator"} & loaded, fmt
+    table = loaded_by("--now", NOW, "report", "-o", str(tmp_path / "r.txt"))
+    assert "rich" in table and not {"jinja2", "email_validator"} & table

@@ -6,6 +6,7 @@ context (settings, database, clock) and the single error boundary.
 
 from __future__ import annotations
 
+import gc
 import sys
 import traceback
 
@@ -60,7 +61,15 @@ def cli(ctx: click.Context, config_path, database_url, verbose, now):
 
 
 def main() -> None:
-    cli(prog_name="nurture")
+    """The `nurture` program: one command, then the process exits (embed `cli` instead)."""
+    try:
+        cli(prog_name="nurture")
+    finally:
+        # The command is over and the process exits: every object alive now stays until then.
+        # Frozen, they are left out of the collections the interpreter runs as it shuts down,
+        # which would otherwise walk them all again (60-80 ms once SQLAlchemy is loaded) and
+        # free nothing that exiting does not free anyway.
+        gc.freeze()
 
 
 from . import admin, campaigns, delivery, pool, replies, reports  # noqa: E402,F401  (register commands)

@@ -8,7 +8,6 @@ import click
 
 from ..config import mask_url
 from ..errors import NurtureError
-from ..scaffold import create_workspace
 from . import cli
 from .context import AppContext
 
@@ -18,6 +17,8 @@ from .context import AppContext
 @click.option("--force", is_flag=True, help="Overwrite files that already exist.")
 def init(directory: Path, force: bool):
     """Create a working directory: config, an example campaign, templates, sample candidates."""
+    from ..scaffold import create_workspace
+
     written, kept = create_workspace(directory, force=force)
     for path in written:
         click.echo(f"created {path}")

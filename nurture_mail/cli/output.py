@@ -8,8 +8,6 @@ import sys
 from collections.abc import Iterable, Sequence
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 FORMATS = ("table", "csv", "json")
 
@@ -53,6 +51,10 @@ def emit_rows(rows: Iterable[dict], columns: Sequence[str], fmt: str, *, title: 
             writer.writerow([_cell(row.get(c)) for c in columns])
             count += 1
         return count
+    # rich only for a table: csv and json (and every other command) start without it.
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=title, show_lines=False, header_style="bold")
     for c in columns:
         table.add_column(c)

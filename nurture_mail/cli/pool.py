@@ -6,9 +6,7 @@ import sys
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from ..candidates import RowError, normalise_email, option_status, option_tags
 from ..errors import NurtureError
 from . import cli
 from .context import AppContext
@@ -19,6 +17,10 @@ PROGRESS_MIN_BYTES = 2_000_000
 
 
 def _address(value: str) -> str:
+    # Imported here, as in each command below: candidates.py loads email_validator, which
+    # compiles its grammar on import - a cost every other command (`report`...) need not pay.
+    from ..candidates import RowError, normalise_email
+
     try:
         return normalise_email(value)
     except RowError as exc:
@@ -39,6 +41,8 @@ def candidates():
 @click.pass_obj
 def import_(app: AppContext, file: Path, maps, tags, status, dry_run):
     """Import candidates from a CSV or JSON-lines FILE (upsert by email address)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
     from ..importer import ImportReport, parse_mapping, read_rows, records
     from ..store import pool
 
@@ -118,6 +122,7 @@ def show(app: AppContext, email, fmt):
 @click.pass_obj
 def update(app: AppContext, email, status, add, remove):
     """Change a candidate's status or tags."""
+    from ..candidates import option_status, option_tags
     from ..store import pool
 
     if not (status or add or remove):

@@ -9,13 +9,15 @@ week, and the exact delays of the few hours that `reply_times.py` asks for.
   bounces is hard (a bounce of no known type is soft).
 
 Inbound rows are read from `ix_inbound_report` alone, in send order, one kind at a time; their
-sends are looked up by primary key, and their groups by number. The result, one row per counted
-send and kind, is made once into a temporary table (the costly part) for the two questions a
-report asks: the tally - each row becomes one integer key per thing it counts, (group, kind,
-hour of delay) and for a first reply also (week), and the keys are counted: PostgreSQL hashes
-them; SQLite, whose GROUP BY would sort every key through a temporary b-tree, upserts them into
-a small temporary table keyed by them - and the exact delays of the few hours of delay that the
-percentiles need. A report writes nothing but temporary tables.
+sends are looked up by primary key, and their groups by number. Each counted row becomes one
+integer key per thing it counts - (group, kind, hour of delay), and for a first reply also
+(week) - and the keys are counted: PostgreSQL hashes them; SQLite, whose GROUP BY would sort
+every key through a temporary b-tree, upserts them into a small temporary table keyed by them.
+The counted rows are made once into a temporary table (the costly part), read by the tally and
+then for the exact delays of the few hours of delay that the percentiles need: on PostgreSQL
+every kind, joined to the sends in one hashed pass; on SQLite only the replies, each kind's
+sends looked up as its rows come, the auto-replies and bounces counted as they are looked up.
+A report writes nothing but temporary tables.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import Join
 
 from ..models import Inbound, Send
 from .reports import send_filters, week_of, week_of_julian
@@ -79,6 +83,10 @@ _LOW = 1 << 32
 _BIAS = 1 << 31
 
 
+def _key(group: int, kind: Kind, value: int) -> int:
+    return ((group * 8 + kind) << 32) + value + _BIAS
+
+
 def _unkey(key: int) -> tuple[int, Kind, int]:
     high, low = divmod(key, _LOW)
     group, kind = divmod(high, 8)
@@ -92,20 +100,23 @@ def _sql_key(group, kind, value):
 # --- one row per counted send and kind ----------------------------------------------------------
 
 
-def _per_send(dialect: str):
-    """(send_id, kind, first): what came back about each send, one row per kind; `first` is the
-    first reply (SQLite: as a julian day number, converted once)."""
+def _per_send(dialect: str) -> tuple:
+    """What came back about each send: one select per kind - replies, auto-replies, bounces -
+    each with one row per send, (send_id, kind, first); `first` is the first reply (SQLite: as
+    a julian day number, the least of the numbers: a min of the timestamps would copy each
+    one's text), NULL for the other kinds."""
     matched = Inbound.send_id.is_not(None)
-    first = func.min(Inbound.received_at)
     if dialect == "sqlite":
-        first = func.julianday(first)
+        first = func.min(func.julianday(Inbound.received_at))
+    else:
+        first = func.min(Inbound.received_at)
     replies = (
         select(Inbound.send_id, literal(int(Kind.REPLIED)).label("kind"), first.label("first"))
         .where(matched, Inbound.kind == "reply")
         .group_by(Inbound.send_id)
     )
     auto = (
-        select(Inbound.send_id, literal(int(Kind.AUTO_REPLIED)), null())
+        select(Inbound.send_id, literal(int(Kind.AUTO_REPLIED)).label("kind"), null().label("first"))
         .where(matched, Inbound.kind == "auto_reply")
         .group_by(Inbound.send_id)
     )
@@ -113,11 +124,27 @@ def _per_send(dialect: str):
     answered = exists().where(other.c.send_id == Inbound.send_id, other.c.kind == "reply")
     hard = func.max(case((Inbound.bounce == "hard", 1), else_=0))
     bounced = (
-        select(Inbound.send_id, int(Kind.BOUNCED_SOFT) + hard, null())
+        select(Inbound.send_id, (int(Kind.BOUNCED_SOFT) + hard).label("kind"), null().label("first"))
         .where(matched, Inbound.kind == "bounce", ~answered)
         .group_by(Inbound.send_id)
     )
-    return union_all(replies, auto, bounced).subquery("per_send")
+    return replies, auto, bounced
+
+
+class _LeftFirst(Join):
+    """An inner join whose left side is read first, row by row: SQLite spells it CROSS JOIN
+    (its way to fix the join order), and reads a grouped subquery on the left as it is made
+    instead of storing it whole first; other databases get a plain JOIN."""
+
+    inherit_cache = True
+
+
+@compiles(_LeftFirst, "sqlite")
+def _cross_join(join: _LeftFirst, compiler, **kw) -> str:
+    kw.pop("asfrom", None)
+    left = compiler.process(join.left, asfrom=True, **kw)
+    right = compiler.process(join.right, asfrom=True, **kw)
+    return f"{left} CROSS JOIN {right} ON {compiler.process(join.onclause, **kw)}"
 
 
 _GROUPS = Table(
@@ -132,8 +159,7 @@ _GROUPS = Table(
 
 _COUNTED = Table(
     "report_counted", MetaData(),
-    Column("g", Integer, nullable=False),
-    Column("kind", Integer, nullable=False),
+    Column("k", BigInteger, nullable=False),  # the tally's key: (group, kind, hour of delay or 0)
     Column("seconds", Float),
     Column("week", Integer),
     prefixes=["TEMPORARY"],
@@ -178,9 +204,9 @@ class CameBack:
             exact = came_back.delays(wanted)
 
     `groups` must hold the group of every counted send (see `reports.state_counts`); the
-    tally numbers them by position. The numbered groups and the counted rows are kept in
-    temporary tables meanwhile: the rows are made once (the costly part: every inbound row,
-    every send it matched) and read by both questions.
+    tally numbers them by position. The numbered groups and the counted rows (on SQLite, the
+    replies only) are kept in temporary tables meanwhile: the rows are made once (the costly
+    part: every inbound row, every send it matched) and read by both questions.
     """
 
     def __init__(self, session: Session, groups: Sequence[GroupKey], *, since=None, campaign=None):
@@ -189,41 +215,67 @@ class CameBack:
         self.groups = list(groups)
         self.filters = send_filters(since, campaign)
         self._stack = ExitStack()
+        self._numbered = None
         self._counted = None
 
     def __enter__(self) -> CameBack:
         rows = [{"g": g, "campaign": c, "step": s, "variant": v} for g, (c, s, v) in enumerate(self.groups)]
         if not rows:
             return self
-        numbered = self._stack.enter_context(_temporary(self.connection, _GROUPS))
+        self._numbered = self._stack.enter_context(_temporary(self.connection, _GROUPS))
         self.connection.execute(_GROUPS.insert(), rows)
         if self.dialect == "postgresql":  # so that the planner knows how few they are
             self.connection.exec_driver_sql("ANALYZE pg_temp.report_groups")
         self._counted = self._stack.enter_context(
-            _temporary(self.connection, _COUNTED, filled_by=self._counting(numbered)))
+            _temporary(self.connection, _COUNTED, filled_by=self._counting()))
         return self
 
     def __exit__(self, *exc) -> None:
         self._stack.close()
 
-    def _counting(self, numbered):
-        """(g, kind, seconds, week) per counted send and kind; seconds (to the first reply) and
-        week (of the first reply) are NULL for the other kinds."""
-        per_send = _per_send(self.dialect)
-        replied = per_send.c.first.is_not(None)
+    def _counting(self):
+        """The rows kept for the tally and the delays: (k, seconds, week) per counted send and
+        kind (see `_keyed`). PostgreSQL keeps every kind, joined to the sends all at once (one
+        hashed pass over the ledger, in parallel); SQLite keeps the replies only, their sends
+        looked up by key as they come, and counts the other kinds as it looks up theirs
+        (`_uncounted`)."""
+        replies, auto, bounces = _per_send(self.dialect)
         if self.dialect == "sqlite":
-            seconds = (per_send.c.first - func.julianday(Send.sent_at)) * 86400.0
-            week = week_of_julian(per_send.c.first)
+            return self._keyed(replies.subquery("replies"))
+        return self._keyed(union_all(replies, auto, bounces).subquery("per_send"))
+
+    def _uncounted(self) -> list:
+        """The keys of the kinds that `_counting` did not keep (SQLite: all but the replies);
+        their hour of delay is 0, as for every kind but the replies."""
+        if self.dialect != "sqlite":
+            return []
+        _replies, auto, bounces = _per_send(self.dialect)
+        kinds = auto.subquery("auto_replies"), bounces.subquery("bounces")
+        return [self._counted_sends(kind, _sql_key(self._numbered.c.g, kind.c.kind, 0)) for kind in kinds]
+
+    def _keyed(self, per_send):
+        """(k, seconds, week) for each counted send in `per_send` (see `_per_send`): k is the
+        tally's key (group, kind, hour of delay; made once, for the tally and the delays both),
+        seconds the delay to the first reply (NULL for a send without a time) and week the week
+        of the first reply, both NULL for the other kinds."""
+        sends, first = Send.__table__, per_send.c.first
+        if self.dialect == "sqlite":
+            seconds = (first - func.julianday(sends.c.sent_at)) * 86400.0
+            week = week_of_julian(first)
         else:
-            seconds = cast(extract("epoch", per_send.c.first - Send.sent_at), Float)
-            week = week_of(self.dialect, per_send.c.first)
-        same_group = and_(numbered.c.campaign == Send.campaign_id, numbered.c.step == Send.step_id,
-                          numbered.c.variant.is_not_distinct_from(Send.variant))
-        return (
-            select(numbered.c.g, per_send.c.kind, case((replied, seconds)).label("seconds"), week.label("week"))
-            .select_from(per_send.join(Send, Send.id == per_send.c.send_id).join(numbered, same_group))
-            .where(Send.state == "sent", *self.filters)
-        )
+            seconds = cast(extract("epoch", first - sends.c.sent_at), Float)
+            week = week_of(self.dialect, first)
+        key = _sql_key(self._numbered.c.g, per_send.c.kind, func.coalesce(self._hour(seconds), 0))
+        return self._counted_sends(per_send, key.label("k"), seconds.label("seconds"), week.label("week"))
+
+    def _counted_sends(self, per_send, *columns):
+        """`columns` for each counted send in `per_send`: the send looked up by key (on SQLite
+        as the rows of `per_send` come), its group by number."""
+        sends, numbered = Send.__table__, self._numbered
+        same_group = and_(numbered.c.campaign == sends.c.campaign_id, numbered.c.step == sends.c.step_id,
+                          numbered.c.variant.is_not_distinct_from(sends.c.variant))
+        lookup = _LeftFirst(per_send, sends, sends.c.id == per_send.c.send_id).join(numbered, same_group)
+        return select(*columns).select_from(lookup).where(sends.c.state == "sent", *self.filters)
 
     def _hour(self, seconds):
         """The hour of delay a reply is counted in: any bucket that keeps the order will do."""
@@ -238,10 +290,11 @@ class CameBack:
         counted = self._counted
         if counted is None:
             return out
-        # Every counted send and kind once, a first reply twice: per hour of delay, and per week.
+        # A key per counted send and kind, and per first reply a second one, for its week.
         keys = union_all(
-            select(_sql_key(counted.c.g, counted.c.kind, func.coalesce(self._hour(counted.c.seconds), 0)).label("k")),
-            select(_sql_key(0, int(Kind.REPLY_WEEK), counted.c.week)).where(counted.c.kind == int(Kind.REPLIED)),
+            select(counted.c.k),
+            select(_sql_key(0, int(Kind.REPLY_WEEK), counted.c.week)).where(counted.c.week.is_not(None)),
+            *self._uncounted(),
         ).subquery("keys")
         if self.dialect == "sqlite":
             rows = self._count_in_table(keys)
@@ -275,10 +328,11 @@ class CameBack:
         counted = self._counted
         if not wanted or counted is None:
             return out
-        hour = self._hour(counted.c.seconds)
-        query = select(counted.c.g, hour, counted.c.seconds).where(
-            counted.c.kind == int(Kind.REPLIED), hour.in_({h for _, h in wanted}))
-        for g, h, seconds in self.connection.execute(query).all():
-            if (g, h) in wanted:
-                out.setdefault((g, h), []).append(float(seconds))
+        # Asked for by key, so that an hour wanted by one group is not read for all the others.
+        # A reply to a send without a time is tallied in hour 0 but has no delay: not read.
+        keys = {_key(g, Kind.REPLIED, hour): (g, hour) for g, hour in wanted}
+        query = select(counted.c.k, counted.c.seconds).where(
+            counted.c.k.in_(sorted(keys)), counted.c.seconds.is_not(None))
+        for k, seconds in self.connection.execute(query).all():
+            out.setdefault(keys[k], []).append(float(seconds))
         return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, exists, func, or_, select
+from sqlalchemy import case, exists, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from ..models import Candidate, CandidateTag, Enrollment, Inbound, Send
@@ -26,10 +26,12 @@ from .ledger import naive
 def _last_touches(dialect: str):
     """(candidates with their last contact and last reply, those two columns)."""
     if dialect == "sqlite":  # a probe per candidate: SQLite would sort both aggregates to join them
-        contact = (select(func.max(Send.sent_at)).where(Send.candidate_id == Candidate.id, Send.state == "sent")
-                   .scalar_subquery())
-        reply = (select(func.max(Inbound.received_at))
-                 .where(Inbound.candidate_id == Candidate.id, Inbound.kind == "reply").scalar_subquery())
+        # max() as the last entry of the candidate's index range: one seek to its end, where max()
+        # steps through the range (descending, SQLite sorts NULLs last: the same value).
+        contact = (select(Send.sent_at).where(Send.candidate_id == Candidate.id, Send.state == "sent")
+                   .order_by(Send.sent_at.desc()).limit(1).scalar_subquery())
+        reply = (select(Inbound.received_at).where(Inbound.candidate_id == Candidate.id, Inbound.kind == "reply")
+                 .order_by(Inbound.received_at.desc()).limit(1).scalar_subquery())
         return Candidate.__table__, contact, reply
     sent = (select(Send.candidate_id.label("cid"), func.max(Send.sent_at).label("at"))
             .where(Send.state == "sent").group_by(Send.candidate_id).subquery("contact"))
@@ -60,9 +62,13 @@ def pool_rows(
     warm_since = at - timedelta(days=warm_days)
     cold_before = at - timedelta(days=cold_days)
     source, contact, reply = _last_touches(dialect)
+    # Columns the rows show but the filters, the groups and the order never use: with a limit,
+    # read for the kept rows only instead of being carried through the whole match.
+    shown = ("first_name", "last_name", "full_name", "status")
+    carried = [] if limit is not None else [Candidate.__table__.c[name] for name in shown]
     candidates = (
-        select(Candidate.id, Candidate.email, Candidate.first_name, Candidate.last_name, Candidate.full_name,
-               Candidate.owner, Candidate.status, contact.label("last_contact"), reply.label("last_reply"))
+        select(Candidate.id, Candidate.email, Candidate.owner, *carried,
+               contact.label("last_contact"), reply.label("last_reply"))
         .select_from(source)
     )
     if where.owner:
@@ -111,22 +117,30 @@ def pool_rows(
         }[sort] + (rows.c.email,)
 
     kept = select(pool).order_by(*order(pool))
-    counts = {g: select(func.count(case((pool.c.grp == g, 1)))).scalar_subquery().label(f"n_{g}")
-              for g in GROUPS} if limit is not None else {}
     if limit is not None:
         kept = kept.limit(limit)
     kept = kept.subquery("kept")
+    rows_from = kept
+    looked_up = []
+    counts = []
+    if limit is not None:
+        kept_candidates = Candidate.__table__.alias("kept_candidates")
+        looked_up = [kept_candidates.c[name] for name in shown]
+        # ... and the group counts of the whole match, in one pass over it.
+        counted = select(*(func.count(case((pool.c.grp == g, 1))).label(f"n_{g}") for g in GROUPS)).subquery("counts")
+        rows_from = kept.join(kept_candidates, kept_candidates.c.id == kept.c.id).join(counted, true())
+        counts = list(counted.c)
 
     def last_reply_of(column):  # the latest reply, the later one of a tie
         return (select(column).where(Inbound.candidate_id == kept.c.id, Inbound.kind == "reply")
                 .order_by(Inbound.received_at.desc(), Inbound.id.desc()).limit(1).scalar_subquery())
 
     query = select(
-        *(c for c in kept.c if c.name != "grp"), kept.c.grp,
+        *(c for c in kept.c if c.name != "grp"), *looked_up, kept.c.grp,
         last_reply_of(Inbound.reply_text).label("reply_text"),
         last_reply_of(Inbound.campaign_id).label("reply_campaign"),
-        *counts.values(),
-    ).order_by(*order(kept))
+        *counts,
+    ).select_from(rows_from).order_by(*order(kept))
     rows = [dict(r) for r in session.execute(query).mappings().all()]
     if limit is None:
         found: dict[str, int] = {}
