@@ -273,12 +273,10 @@ class SmtpTransport:
                         reused = await self._pipelined(client, messages, queue, results, reused)
                     else:
                         reused = await self._one_by_one(client, messages, queue, results, reused)
-            except TransportRefused as exc:
-                for index in queue:
-                    results[index] = exc
+            except TransportRefused as exc:  # nothing more is tried: the rest keep their place
+                _fill(results, share, exc)
             except Exception as exc:  # a fault we cannot place: the engine records `unknown`
-                for index in queue:
-                    results[index] = exc
+                _fill(results, share, exc)
                 _drop(client)
                 client = None
             finally:
@@ -415,6 +413,13 @@ class SmtpTransport:
                 await asyncio.wait_for(client.quit(), timeout=2)
             except Exception:
                 client.close()
+
+
+def _fill(results: list, share: range, value: BaseException) -> None:
+    """`value` for every message of `share` that has no outcome yet (queued or in flight)."""
+    for index in share:
+        if results[index] is None:
+            results[index] = value
 
 
 def _usable(client: aiosmtplib.SMTP | Wire | None) -> bool:

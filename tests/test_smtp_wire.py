@@ -312,3 +312,20 @@ def test_no_server_defers_the_whole_batch():
 
     results = send_batch(f"smtp://127.0.0.1:{free_port()}", batch(5), connections=2)
     assert [r.outcome for r in results] == [Outcome.DEFERRED] * 5
+
+
+def test_a_fault_in_the_middle_of_a_series_gives_every_message_an_outcome(sink, monkeypatch):
+    """Whatever breaks inside a connection's share, no message is left without a result
+    (the engine records an exception in place of a Delivery as `unknown`)."""
+    calls = []
+
+    async def broken_series(self, items, before_each=None):
+        calls.append(len(items))
+        raise RuntimeError("a bug in the middle of a series")
+
+    monkeypatch.setattr(Wire, "series", broken_series)
+    results = send_batch(sink.url, batch(5), connections=2)
+    if calls:  # the pipelined sink; the stepwise one never reaches a series
+        assert all(isinstance(r, RuntimeError) for r in results)
+    else:
+        assert [r.outcome for r in results] == [Outcome.SENT] * 5
