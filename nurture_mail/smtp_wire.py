@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 MAX_LINE = 4096  # RFC 5321 allows 512 octets per reply line; be generous, never unbounded
 MAX_PENDING = 64 * 1024
+_RESOLUTION = 1e-3  # a timer that fires this close to its deadline has met it
 
 
 class WireError(Exception):
@@ -84,6 +85,13 @@ class Wire(asyncio.Protocol):
         self.lost: BaseException | None = None
         self.data_started = False
         self.broken = False  # a fault left the conversation in an unknown place: never reuse
+        # The replies awaited now must all have come by `deadline` (loop time; None: no limit).
+        # One timer per connection, moved lazily: it fires at the deadline it was set for and
+        # goes back to sleep when the deadline has moved on, so a message costs no timer of
+        # its own (two `asyncio.timeout`s a message cost more than parsing its replies).
+        self.deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -127,10 +135,37 @@ class Wire(asyncio.Protocol):
         if self.lost is None:
             self.lost = exc
         self.broken = True
+        self._stop_timer()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
+
+    # -- time limits ---------------------------------------------------------------------------
+    def _within(self, seconds: float | None) -> None:
+        """The replies awaited from now on must come within `seconds` (None: no limit)."""
+        self.deadline = None if seconds is None else asyncio.get_running_loop().time() + seconds
+
+    def _expired(self, loop: asyncio.AbstractEventLoop) -> bool:
+        # Timers may fire a hair early; the loop's clock resolution is what it promises.
+        return self.deadline is not None and loop.time() + _RESOLUTION >= self.deadline
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._expired(loop):
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)  # `reply` sees the deadline passed
+        elif self.waiter is not None:
+            self._timer_at = self.deadline
+            self._timer = loop.call_at(self.deadline, self._on_timer)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # -- the conversation ---------------------------------------------------------------------
     @property
@@ -138,11 +173,20 @@ class Wire(asyncio.Protocol):
         return not self.broken and self.lost is None and not self.transport.is_closing()
 
     async def reply(self) -> tuple[int, str]:
-        """The next reply in order; raises WireError when the connection is gone."""
+        """The next reply in order; raises WireError when the connection is gone, TimeoutError
+        when the deadline (`_within`) passes first."""
         while not self.replies:
             if self.lost is not None:
                 raise WireError(str(self.lost) or type(self.lost).__name__)
-            self.waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            if self.deadline is not None:
+                if self._expired(loop):
+                    raise TimeoutError(f"no SMTP reply within {self.timeout:g} s")
+                if self._timer is None or self._timer_at > self.deadline:
+                    self._stop_timer()
+                    self._timer_at = self.deadline
+                    self._timer = loop.call_at(self.deadline, self._on_timer)
+            self.waiter = loop.create_future()
             try:
                 await self.waiter
             finally:
@@ -184,17 +228,17 @@ class Wire(asyncio.Protocol):
         last = len(items) - 1
         for i, item in enumerate(items):
             heard = 0
+            self._within(self.timeout)
             try:
-                async with asyncio.timeout(self.timeout):
-                    if expect_reset:
-                        code, text = await self.reply()
-                        if code >= 300:
-                            raise WireError(f"RSET refused: {code} {text}")
-                        expect_reset = False
-                    mail = await self.reply()
-                    heard = 1
-                    rcpt = await self.reply()
-                    data = await self.reply()
+                if expect_reset:
+                    code, text = await self.reply()
+                    if code >= 300:
+                        raise WireError(f"RSET refused: {code} {text}")
+                    expect_reset = False
+                mail = await self.reply()
+                heard = 1
+                rcpt = await self.reply()
+                data = await self.reply()
             except WireError as exc:
                 self.broken = True
                 out.append(EnvelopeLost(str(exc), nothing_heard=heard == 0 and i == 0))
@@ -203,6 +247,8 @@ class Wire(asyncio.Protocol):
                 self.broken = True
                 out.append(exc)
                 return out
+            finally:
+                self._within(None)
             if mail[0] >= 300 or rcpt[0] >= 300 or data[0] != 354:
                 if data[0] == 354:  # accepted DATA without a sender or recipient: end it empty
                     self.transport.write(b".\r\n")
@@ -221,50 +267,59 @@ class Wire(asyncio.Protocol):
                 await before_each()
             self.data_started = True
             self.transport.write(item[2] if i == last else item[2] + _envelope(items[i + 1]))
+            self._within(self.timeout)
             try:
-                async with asyncio.timeout(self.timeout):
-                    done = await self.reply()
+                done = await self.reply()
             except (WireError, TimeoutError) as exc:
                 self.broken = True
                 out.append(DataPhaseLost(str(exc) or type(exc).__name__))
                 return out
+            finally:
+                self._within(None)
             self.data_started = False
             out.append(("sent", *done))
         return out
 
     async def _settle(self, count: int) -> None:
+        self._within(self.timeout)
         try:
-            async with asyncio.timeout(self.timeout):
-                for _ in range(count):
-                    await self.reply()
+            for _ in range(count):
+                await self.reply()
         except (WireError, TimeoutError):
             self.broken = True
+        finally:
+            self._within(None)
 
     async def reset(self) -> None:
         """RSET after a refusal so the connection can carry the next message."""
         if not self.usable:
             return
         self.transport.write(b"RSET\r\n")
+        self._within(self.timeout)
         try:
-            async with asyncio.timeout(self.timeout):
-                code, _ = await self.reply()
+            code, _ = await self.reply()
         except (WireError, TimeoutError):
             self.broken = True
             return
+        finally:
+            self._within(None)
         if code >= 300:
             self.broken = True
 
     async def quit(self) -> None:
         if self.usable:
             self.transport.write(b"QUIT\r\n")
+            self._within(min(2.0, self.timeout))
             try:
-                async with asyncio.timeout(2):
-                    await self.reply()
+                await self.reply()
             except (WireError, TimeoutError):
                 pass
+            finally:
+                self._within(None)
         self.close()
 
     def close(self) -> None:
         self.broken = True
+        self._stop_timer()
         if not self.transport.is_closing():
             self.transport.close()

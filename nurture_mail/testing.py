@@ -38,7 +38,7 @@ class _Handler:
     def __init__(self, sink: SmtpSink):
         self.sink = sink
 
-    def _fault(self, server: SMTP, stage: str, rcpt: str) -> str | None:
+    async def _fault(self, server: SMTP, stage: str, rcpt: str) -> str | None:
         with self.sink.lock:
             attempt = self.sink.attempts.get((stage, rcpt), 0) + 1
             self.sink.attempts[(stage, rcpt)] = attempt
@@ -46,6 +46,13 @@ class _Handler:
         if fault == "drop":
             server.transport.close()
             return "421 4.4.2 connection dropped by the test"  # never reaches the client
+        if fault == "stall":  # say nothing until the client gives up and hangs up (or stop())
+            with self.sink.lock:
+                self.sink.stalled += 1
+            deadline = asyncio.get_running_loop().time() + self.sink.stall_seconds
+            while not server.transport.is_closing() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
+            return "451 4.4.2 stalled by the test"  # never reaches a client that gave up
         return fault
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -55,14 +62,14 @@ class _Handler:
         return responses
 
     async def handle_RCPT(self, server, session: Session, envelope: Envelope, address, rcpt_options):
-        fault = self._fault(server, "rcpt", address.lower())
+        fault = await self._fault(server, "rcpt", address.lower())
         if fault:
             return fault
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
-        fault = self._fault(server, "mail", address.lower())
+        fault = await self._fault(server, "mail", address.lower())
         if fault:
             return fault
         envelope.mail_from = address
@@ -71,7 +78,7 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope: Envelope):
         rcpt = envelope.rcpt_tos[0].lower() if envelope.rcpt_tos else ""
-        fault = self._fault(server, "data", rcpt)
+        fault = await self._fault(server, "data", rcpt)
         if fault:
             return fault
         data = bytes(envelope.content)
@@ -83,7 +90,7 @@ class _Handler:
                 self.sink.received.append(Received(envelope.mail_from, r.lower(), data))
         if self.sink.delay:  # stored, the client still waiting: the window a crash test aims at
             await asyncio.sleep(self.sink.delay)
-        after = self._fault(server, "after_data", rcpt)
+        after = await self._fault(server, "after_data", rcpt)
         if after:  # the message is stored, but the client never hears so: "unknown" for it
             return after
         return "250 2.0.0 queued"
@@ -94,6 +101,8 @@ class SmtpSink:
     """A loopback SMTP server. `rule(stage, rcpt, attempt)` injects faults at the stages
     "mail" (keyed by the sender), "rcpt", "data" (after the data arrived, instead of storing it) and "after_data"
     (stored, then the reply is replaced: "drop" = the connection dies after the data).
+    A rule may answer a reply line ("451 4.3.0 busy"), "drop" (close the connection there) or
+    "stall" (answer nothing until the client hangs up, at most `stall_seconds`).
     `delay` (seconds) holds every reply to DATA after the message is stored: the client
     waits while the server already has the message (crash tests kill senders in that gap).
     `keep_data=False` stores only each message's Message-ID header (load tests).
@@ -104,6 +113,8 @@ class SmtpSink:
     delay: float = 0.0
     keep_data: bool = True
     pipelining: bool = True
+    stall_seconds: float = 30.0
+    stalled: int = 0
     received: list[Received] = field(default_factory=list)
     attempts: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -60,7 +60,8 @@ class DeliveryEnv:
     sink: SmtpSink
 
     @classmethod
-    def create(cls, root: Path, db_url: str, sink: SmtpSink, campaign: str = DEFAULT_CAMPAIGN, extra_config: str = ""):
+    def create(cls, root: Path, db_url: str, sink: SmtpSink, campaign: str = DEFAULT_CAMPAIGN, extra_config: str = "",
+               timeout_seconds: int = 5):
         (root / "campaigns").mkdir(parents=True)
         (root / "templates").mkdir()
         (root / "templates" / "_layout.html").write_text(LAYOUT)
@@ -75,7 +76,7 @@ class DeliveryEnv:
             starttls = "off"
             max_connections = 4
             rate_per_minute = 0
-            timeout_seconds = 5
+            timeout_seconds = {timeout_seconds}
             [sender]
             from = "Dana Reyes <dana@talent.example>"
             [company]

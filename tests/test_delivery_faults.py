@@ -30,9 +30,10 @@ steps:
 def make_env(request, tmp_path, db_url):
     made = []
 
-    def make(rule=None, extra_config=""):
+    def make(rule=None, extra_config="", timeout_seconds=5):
         sink = SmtpSink(rule=rule, pipelining=request.param == "pipelined").start()
-        env = DeliveryEnv.create(tmp_path / f"ws{len(made)}", db_url, sink, campaign=CAMPAIGN, extra_config=extra_config)
+        env = DeliveryEnv.create(tmp_path / f"ws{len(made)}", db_url, sink, campaign=CAMPAIGN,
+                                 extra_config=extra_config, timeout_seconds=timeout_seconds)
         env.import_csv("email,status\nann@example.com,rejected\n", MON)
         env.tick(MON)  # enrol; the step falls due a minute later
         made.append(env)
@@ -115,6 +116,33 @@ def test_connection_dropped_after_data_is_unknown_and_never_retried(make_env):
         env.tick(MON + timedelta(days=day))
     assert len(env.sink.received) == 1
     assert env.sends()[0].state == "unknown"
+
+
+@pytest.mark.parametrize("stage", ["mail", "rcpt"])
+def test_server_stalling_before_data_times_out_and_is_deferred(make_env, stage):
+    env = make_env(first_attempt_only(stage, "stall"), timeout_seconds=1)
+    report = env.tick(MON + timedelta(minutes=5))
+    assert env.sink.stalled == 1
+    assert (report.sent, report.deferred, report.unknown) == (0, 1, 0)
+    [row] = env.sends()
+    assert row.state == "deferred" and "connection problem before the data" in row.reason
+    assert env.sink.received == []
+    assert env.tick(MON + timedelta(hours=1)).sent == 1
+    assert len(env.sink.received) == 1
+
+
+@pytest.mark.parametrize("stage", ["data", "after_data"])
+def test_server_stalling_after_the_data_times_out_as_unknown_never_resent(make_env, stage):
+    # "data": the server has the data and says nothing; "after_data": it stored it first.
+    env = make_env(lambda s, r, a: "stall" if s == stage else None, timeout_seconds=1)
+    report = env.tick(MON + timedelta(minutes=5))
+    assert env.sink.stalled == 1
+    assert (report.sent, report.unknown) == (0, 1)
+    [row] = env.sends()
+    assert row.state == "unknown"
+    for day in range(1, 3):
+        env.tick(MON + timedelta(days=day))
+    assert env.sink.stalled == 1 and env.sends()[0].state == "unknown"
 
 
 def test_gives_up_after_max_attempts(make_env):
