@@ -196,12 +196,20 @@ def _explain(message: str, users: list[str]) -> str:
 
 
 # -- the optional database part ------------------------------------------------------------
-def audience_sizes(
+@dataclass
+class LedgerFacts:
+    """What `check` learns from the database when there is one."""
+
+    audience: dict[str, int]  # campaign id -> candidates its audience matches now
+    warnings: list[SourceError]  # step ids the ledger knows that the files no longer have
+
+
+def ledger_facts(
     database_url: str, campaigns: Sequence[Campaign], now: datetime
-) -> dict[str, int] | None:
-    """How many candidates each campaign's audience matches now; None when there is no
-    database to ask (a SQLite file that does not exist yet, a server that does not answer,
-    a schema never created). Never creates or migrates anything."""
+) -> LedgerFacts | None:
+    """Audience sizes and removed-step warnings; None when there is no database to ask (a
+    SQLite file that does not exist yet, a server that does not answer, a schema never
+    created). Never creates, migrates or writes anything."""
     from sqlalchemy import func, select
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
@@ -228,7 +236,7 @@ def audience_sizes(
         if current_revision(engine) != SCHEMA_HEAD:
             return None
         with Session(engine) as session:
-            return {
+            audience = {
                 c.id: session.execute(
                     select(func.count())
                     .select_from(Candidate)
@@ -236,7 +244,93 @@ def audience_sizes(
                 ).scalar_one()
                 for c in campaigns
             }
+            return LedgerFacts(audience, removed_step_warnings(session, campaigns))
     except SQLAlchemyError:
         return None
     finally:
         engine.dispose()
+
+
+_HAD = ("sent", "unknown")  # the candidate got it (or may have: unknown is never resent)
+_WAITING = ("scheduled", "deferred", "claimed")
+
+
+def removed_step_warnings(session, campaigns: Sequence[Campaign]) -> list[SourceError]:
+    """A warning for each step id the ledger has rows for that its campaign file no longer
+    has: waiting sends of it will be cancelled, and progress is kept by step id, so a renamed
+    step is a new step, sent again to everyone who had the old one and is not past it. The
+    warning says how many had it and which step they get next (`sequencing.next_step`, as the
+    daemon decides)."""
+    from sqlalchemy import func, select
+
+    from .models import Send
+
+    by_id = {c.id: c for c in campaigns}
+    if not by_id:
+        return []
+    states: dict[tuple[str, str], dict[str, int]] = {}
+    for campaign_id, step_id, state, count in session.execute(
+        select(Send.campaign_id, Send.step_id, Send.state, func.count())
+        .where(Send.campaign_id.in_(list(by_id)))
+        .group_by(Send.campaign_id, Send.step_id, Send.state)
+    ):
+        if by_id[campaign_id].step(step_id) is None:
+            states.setdefault((campaign_id, step_id), {})[state] = count
+    warnings = []
+    for (campaign_id, step_id), counts in sorted(states.items()):
+        campaign = by_id[campaign_id]
+        had = sum(counts.get(s, 0) for s in _HAD)
+        waiting = sum(counts.get(s, 0) for s in _WAITING)
+        if not had and not waiting:
+            continue  # only cancelled, skipped or failed rows: nothing left to say
+        parts = []
+        if had:
+            parts.append(f"{had} candidate{'s' if had != 1 else ''} had it")
+        if waiting:
+            parts.append(f"{waiting} send{'s' if waiting != 1 else ''} of it waiting will be "
+                         "cancelled at the next tick, never sent")
+        nexts = _next_steps_of(session, campaign, step_id)
+        for next_id, count in sorted(nexts.items()):
+            parts.append(f"{count} of these candidates get step '{next_id}' next")
+        message = (
+            f"warning: step '{step_id}' is no longer in the file but the ledger has it: "
+            + "; ".join(parts)
+            + ". Progress is kept by step id: if you renamed a step, give it back its old id,"
+            " or everyone who had it gets the renamed one too"
+        )
+        file = display_path(campaign.path).as_posix()
+        warnings.append(SourceError(file, campaign.line_of.get("steps"), message))
+    return warnings
+
+
+def _next_steps_of(session, campaign: Campaign, step_id: str) -> dict[str, int]:
+    """For the active enrollments of `campaign` with a row for `step_id`: how many get each
+    step next (only those with nothing waiting: the others are already placed)."""
+    from sqlalchemy import select
+
+    from .models import Enrollment, Send
+    from .sequencing import next_step
+
+    had = (
+        select(Send.enrollment_id)
+        .where(Send.campaign_id == campaign.id, Send.step_id == step_id)
+        .scalar_subquery()
+    )
+    done: dict[int, set[str]] = {}
+    waiting: set[int] = set()
+    for enrollment_id, sid, state in session.execute(
+        select(Send.enrollment_id, Send.step_id, Send.state)
+        .join(Enrollment, Enrollment.id == Send.enrollment_id)
+        .where(Enrollment.state == "active", Send.enrollment_id.in_(had))
+    ):
+        done.setdefault(enrollment_id, set()).add(sid)
+        if state in _WAITING and campaign.step(sid) is not None:
+            waiting.add(enrollment_id)
+    counts: dict[str, int] = {}
+    for enrollment_id, steps in done.items():
+        if enrollment_id in waiting:
+            continue
+        step = next_step(campaign, steps)
+        if step is not None:
+            counts[step.id] = counts.get(step.id, 0) + 1
+    return counts

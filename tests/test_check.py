@@ -232,3 +232,65 @@ def test_audience_size_when_the_database_has_candidates(workspace, run_cli):
     # silver-medalists: onsite/final, rejected/withdrawn, not hired, not do-not-contact.
     assert "ok silver-medalists (active): 4 steps, 2 variants, audience 11 now" in result.stdout
     assert "ok early-leavers (active): 2 steps, audience 7 now" in result.stdout
+
+
+TWO_STEPS = """\
+id: alumni
+name: Alumni
+audience:
+  status: [rejected, withdrawn]
+schedule: {{timezone: UTC}}
+steps:
+  - id: {first}
+    wait: 1d
+    template: hello
+  - id: later
+    wait: 30d
+    template: hello
+"""
+
+
+def _outbox() -> list[Path]:
+    return sorted(Path("outbox/new").glob("*"))
+
+
+def test_a_renamed_step_that_was_sent_is_a_warning_saying_who_gets_it_again(workspace, run_cli):
+    sources({"alumni.yaml": TWO_STEPS.format(first="hello")},
+            {"hello.md": HELLO.format(body="Hi."), "_signature.md": SIGNATURE})
+    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
+    assert run_cli("--now", "2027-03-01T12:00:00Z", "tick").exit_code == 0  # enrol, place hello
+    assert run_cli("--now", "2027-03-03T12:00:00Z", "tick").exit_code == 0  # hello goes out
+    had = len(_outbox())
+    assert had > 0
+    clean = run_cli("--now", "2027-03-03T12:00:00Z", "check")
+    assert clean.exit_code == 0 and "warning" not in clean.stderr
+
+    Path("campaigns/alumni.yaml").write_text(TWO_STEPS.format(first="hi"))
+    result = run_cli("--now", "2027-03-03T12:00:00Z", "check")
+    assert result.exit_code == 0, result.stderr  # a warning, not an error
+    assert (f"campaigns/alumni.yaml:6: warning: step 'hello' is no longer in the file but the "
+            f"ledger has it: {had} candidates had it; {had} of these candidates get step 'hi' "
+            f"next.") in result.stderr
+    assert "give it back its old id" in result.stderr
+    # ...and that is what the daemon does: the renamed step goes to all of them again.
+    assert run_cli("--now", "2027-03-05T12:00:00Z", "tick").exit_code == 0
+    assert len(_outbox()) == 2 * had
+
+
+def test_a_removed_step_with_sends_waiting_says_they_will_be_cancelled(workspace, run_cli):
+    sources({"alumni.yaml": TWO_STEPS.format(first="hello")},
+            {"hello.md": HELLO.format(body="Hi."), "_signature.md": SIGNATURE})
+    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
+    assert run_cli("--now", "2027-03-01T12:00:00Z", "tick").exit_code == 0  # hello placed
+    placed = run_cli("--now", "2027-03-01T12:00:00Z", "plan", "--format", "json")
+    waiting = placed.stdout.count('"step": "hello"')
+    assert waiting > 0
+    Path("campaigns/alumni.yaml").write_text(TWO_STEPS.format(first="hello").replace(
+        "  - id: hello\n    wait: 1d\n    template: hello\n", ""))
+    result = run_cli("--now", "2027-03-01T12:00:00Z", "check")
+    assert result.exit_code == 0, result.stderr
+    assert (f"warning: step 'hello' is no longer in the file but the ledger has it: {waiting} "
+            f"sends of it waiting will be cancelled at the next tick, never sent; {waiting} "
+            f"of these candidates get step 'later' next.") in result.stderr
+    assert run_cli("--now", "2027-03-03T12:00:00Z", "tick").exit_code == 0
+    assert _outbox() == []  # nothing of the removed step left, `later` is 30 days away

@@ -15,21 +15,21 @@ def check(app: AppContext):
     """Validate every campaign and render every step of every template."""
     from dataclasses import replace
 
-    from ..checking import audience_sizes, check_sources
+    from ..checking import check_sources, ledger_facts
     from ..workspace import load_sources
 
     settings = app.settings
     now = app.clock()
     templates, campaigns, errors = load_sources(settings)
     report = check_sources(templates, campaigns, errors, settings=settings, now=now)
-    for warning in report.warnings:
+    facts = ledger_facts(settings.database_url, [s.campaign for s in report.campaigns], now)
+    for warning in report.warnings + (facts.warnings if facts is not None else []):
         click.echo(str(warning), err=True)
     for error in report.errors:
         click.echo(str(error), err=True)
-    sizes = audience_sizes(settings.database_url, [s.campaign for s in report.campaigns], now)
     for summary in report.campaigns:
-        if sizes is not None:
-            summary = replace(summary, audience=sizes.get(summary.campaign.id))
+        if facts is not None:
+            summary = replace(summary, audience=facts.audience.get(summary.campaign.id))
         click.echo(summary.line())
     if not report.ok:
         click.echo(f"{len(report.errors)} problem(s) in campaigns or templates", err=True)
