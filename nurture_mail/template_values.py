@@ -101,7 +101,17 @@ class Record:
         return len(self._data)
 
     def __repr__(self) -> str:
-        return f"<{self._name}>"
+        # A Record has no text: shown in an email (`{{ candidate.jobs }}`, or inside a list)
+        # it would read "<candidate.jobs>". Refused, so `check` finds it at file:line.
+        keys = [key for key, value in self._data.items() if isinstance(key, str)]
+        texts = [key for key in keys if isinstance(self._data[key], str)]
+        example = (texts or keys or ["field"])[0]
+        raise TemplateRuntimeError(
+            f"'{self._name}' holds fields, not text: show one of them, such as "
+            f"{self._name}.{example}"
+        )
+
+    __str__ = __repr__
 
     # Underscore names: invisible to templates (sandbox) and never shadow a field.
     def _raw_values(self) -> list[Any]:

@@ -124,6 +124,12 @@ def test_undefined_in_partial_points_at_the_partial(tmp_path: Path):
         ("{{ candidate.jobs | map(attribute='title') }}", "a filter chain ends in a lazy sequence"),
         ("{{ candidate.tags | reverse }}", "a filter chain ends in a lazy sequence"),
         ("{{ 'x' ~ candidate.tags | select }}", "a filter chain ends in a lazy sequence"),
+        # A mapping used to show as "<candidate.jobs>", alone or inside a list.
+        ("{{ candidate.jobs }}", "'candidate.jobs' holds fields, not text: show one of them, "
+                                 "such as candidate.jobs.title"),
+        ("{{ candidate.jobs | selectattr('title') | list }}", "'candidate.jobs' holds fields"),
+        ("{{ 'Roles: ' ~ candidate.jobs[0] }}", "'candidate.jobs' holds fields"),
+        ("{{ company }}", "'company' holds fields, not text"),
     ],
 )
 @pytest.mark.parametrize("cache", [True, False])
