@@ -252,18 +252,22 @@ def ledger_facts(
 
 
 _HAD = ("sent", "unknown")  # the candidate got it (or may have: unknown is never resent)
-_WAITING = ("scheduled", "deferred", "claimed")
+_ID_CHUNK = 5000  # enrollment ids per IN (...): well under every driver's parameter limit
+_MAX_PROGRESS_STATES = 10_000  # distinct sets of done steps cached; a handful in practice
 
 
 def removed_step_warnings(session, campaigns: Sequence[Campaign]) -> list[SourceError]:
     """A warning for each step id the ledger has rows for that its campaign file no longer
-    has: waiting sends of it will be cancelled, and progress is kept by step id, so a renamed
-    step is a new step, sent again to everyone who had the old one and is not past it. The
-    warning says how many had it and which step they get next (`sequencing.next_step`, as the
-    daemon decides)."""
+    has, while the daemon still has something to do about it: sends of it waiting (cancelled
+    at the next tick, never sent), sends of it in flight (claimed by a sender), or candidates
+    whose next step the daemon places without it (`_replaced_after`). Progress is kept by
+    step id, so a renamed step is a new step, sent again to everyone who had the old one and
+    is not past it. The warning says how many had it and which step they get next
+    (`sequencing.next_step`, as the daemon decides). Once nothing is pending, the step's rows
+    are history (sent rows stay in the ledger forever) and nothing is said."""
     from sqlalchemy import func, select
 
-    from .models import Send
+    from .models import CLAIMABLE_STATES, Send
 
     by_id = {c.id: c for c in campaigns}
     if not by_id:
@@ -282,18 +286,25 @@ def removed_step_warnings(session, campaigns: Sequence[Campaign]) -> list[Source
     for (campaign_id, step_id), counts in sorted(states.items()):
         campaign = by_id[campaign_id]
         had = sum(counts.get(s, 0) for s in _HAD)
-        waiting = sum(counts.get(s, 0) for s in _WAITING)
-        if not had and not waiting:
-            continue  # only cancelled, skipped or failed rows: nothing left to say
+        waiting = sum(counts.get(s, 0) for s in CLAIMABLE_STATES)
+        in_flight = counts.get("claimed", 0)
+        replaced = _replaced_after(session, campaign_id, step_id, with_waiting=waiting > 0)
+        if not waiting and not in_flight and not replaced:
+            continue  # everyone who had it has moved on: the rows are history
         parts = []
         if had:
             parts.append(f"{had} candidate{'s' if had != 1 else ''} had it")
         if waiting:
             parts.append(f"{waiting} send{'s' if waiting != 1 else ''} of it waiting will be "
                          "cancelled at the next tick, never sent")
-        nexts = _next_steps_of(session, campaign, step_id)
+        if in_flight:
+            parts.append(f"{in_flight} send{'s' if in_flight != 1 else ''} of it in flight "
+                         "(claimed by a sender, which sends or cancels it)")
+        nexts = _next_steps_of(session, campaign, replaced)
         for next_id, count in sorted(nexts.items()):
             parts.append(f"{count} of these candidates get step '{next_id}' next")
+        if ended := len(replaced) - sum(nexts.values()):
+            parts.append(f"{ended} of these candidates have no step left and complete")
         message = (
             f"warning: step '{step_id}' is no longer in the file but the ledger has it: "
             + "; ".join(parts)
@@ -305,34 +316,74 @@ def removed_step_warnings(session, campaigns: Sequence[Campaign]) -> list[Source
     return warnings
 
 
-def _next_steps_of(session, campaign: Campaign, step_id: str) -> dict[str, int]:
-    """For the active enrollments of `campaign` with a row for `step_id`: how many get each
-    step next (only those with nothing waiting: the others are already placed)."""
+def _replaced_after(session, campaign_id: str, step_id: str, *, with_waiting: bool) -> list[int]:
+    """The active enrollments whose next step the daemon will place without `step_id`: those
+    holding a waiting (claimable) row of it, which the next tick cancels and flags
+    `needs_next`; and those already flagged `needs_next` whose latest ledger row is of it (it
+    just ended, sent or otherwise, or was cancelled and not yet replaced). `needs_next` is set
+    again after every later send, so an enrollment that went on to a later step is past the
+    removed one and is not counted. Claimed rows are left to their sender."""
+    from sqlalchemy import exists, literal_column, select
+    from sqlalchemy.orm import aliased
+
+    from .models import CLAIMABLE_STATES, Enrollment, Send
+
+    later = aliased(Send)
+    # Driven from the flagged enrollments (written as the partial index
+    # `ix_enrollments_needs_next` states it, so SQLite uses it: a handful between two ticks),
+    # each probing `uq_send_step`; not from the removed step's rows, which may be everyone who
+    # ever had it. `state` is tested here rather than in SQL, where SQLite would prefer
+    # `ix_enrollments_campaign_state` and read every active enrollment of the campaign.
+    flagged = (
+        select(Enrollment.id, Enrollment.state)
+        .join(Send, (Send.enrollment_id == Enrollment.id) & (Send.step_id == step_id))
+        .where(
+            Enrollment.campaign_id == campaign_id,
+            literal_column("enrollments.needs_next"),
+            ~exists().where(later.enrollment_id == Enrollment.id, later.id > Send.id),
+        )
+    )
+    ids = {eid for eid, state in session.execute(flagged) if state == "active"}
+    if with_waiting:  # the ledger counts said so; skip reading the step's rows otherwise
+        ids.update(session.execute(
+            select(Send.enrollment_id)
+            .join(Enrollment, Enrollment.id == Send.enrollment_id)
+            .where(
+                Send.campaign_id == campaign_id,
+                Send.step_id == step_id,
+                Send.state.in_(CLAIMABLE_STATES),
+                Enrollment.state == "active",
+            )
+        ).scalars())
+    return sorted(ids)
+
+
+def _next_steps_of(session, campaign: Campaign, enrollment_ids: Sequence[int]) -> dict[str, int]:
+    """How many of these enrollments get each step next, as the daemon places it
+    (`scheduling`: `sequencing.next_step` over every step the enrollment has a ledger row for,
+    whatever its state). Read in chunks of ids; `next_step` is called once per distinct set of
+    done steps. Enrollments with no step left (they complete) are not counted."""
     from sqlalchemy import select
 
-    from .models import Enrollment, Send
+    from .models import Send
     from .sequencing import next_step
 
-    had = (
-        select(Send.enrollment_id)
-        .where(Send.campaign_id == campaign.id, Send.step_id == step_id)
-        .scalar_subquery()
-    )
-    done: dict[int, set[str]] = {}
-    waiting: set[int] = set()
-    for enrollment_id, sid, state in session.execute(
-        select(Send.enrollment_id, Send.step_id, Send.state)
-        .join(Enrollment, Enrollment.id == Send.enrollment_id)
-        .where(Enrollment.state == "active", Send.enrollment_id.in_(had))
-    ):
-        done.setdefault(enrollment_id, set()).add(sid)
-        if state in _WAITING and campaign.step(sid) is not None:
-            waiting.add(enrollment_id)
+    steps: dict[frozenset[str], Step | None] = {}
     counts: dict[str, int] = {}
-    for enrollment_id, steps in done.items():
-        if enrollment_id in waiting:
-            continue
-        step = next_step(campaign, steps)
-        if step is not None:
-            counts[step.id] = counts.get(step.id, 0) + 1
+    for start in range(0, len(enrollment_ids), _ID_CHUNK):
+        chunk = enrollment_ids[start : start + _ID_CHUNK]
+        done: dict[int, set[str]] = {}
+        for enrollment_id, sid in session.execute(
+            select(Send.enrollment_id, Send.step_id).where(Send.enrollment_id.in_(chunk))
+        ):
+            done.setdefault(enrollment_id, set()).add(sid)
+        for progress in done.values():
+            key = frozenset(progress)
+            if key not in steps:
+                if len(steps) >= _MAX_PROGRESS_STATES:
+                    steps.clear()
+                steps[key] = next_step(campaign, key)
+            step = steps[key]
+            if step is not None:
+                counts[step.id] = counts.get(step.id, 0) + 1
     return counts

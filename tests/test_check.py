@@ -4,6 +4,7 @@ only what the audience guarantees; errors as file:line, unused templates as warn
 from __future__ import annotations
 
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 SIGNATURE = "Best,  \n{{ sender.name }}\n"
@@ -294,3 +295,157 @@ def test_a_removed_step_with_sends_waiting_says_they_will_be_cancelled(workspace
             f"of these candidates get step 'later' next.") in result.stderr
     assert run_cli("--now", "2027-03-03T12:00:00Z", "tick").exit_code == 0
     assert _outbox() == []  # nothing of the removed step left, `later` is 30 days away
+    # Cancelled and everyone placed on `later`: nothing pending for 'hello', nothing said.
+    quiet = run_cli("--now", "2027-03-03T12:00:00Z", "check")
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr
+
+
+def _quiet_about(step: str, now: str, run_cli) -> bool:
+    result = run_cli("--now", now, "check")
+    assert result.exit_code == 0, result.stderr
+    return f"step '{step}'" not in result.stderr
+
+
+def test_the_removed_step_warning_goes_away_once_everyone_has_moved_on(workspace, run_cli):
+    sources({"alumni.yaml": TWO_STEPS.format(first="hello")},
+            {"hello.md": HELLO.format(body="Hi."), "_signature.md": SIGNATURE})
+    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
+    assert run_cli("--now", "2027-03-01T12:00:00Z", "tick").exit_code == 0  # hello placed
+    assert run_cli("--now", "2027-03-03T12:00:00Z", "tick").exit_code == 0  # hello goes out
+    had = len(_outbox())
+    assert had > 0
+    Path("campaigns/alumni.yaml").write_text(TWO_STEPS.format(first="hi"))
+    assert not _quiet_about("hello", "2027-03-03T12:00:00Z", run_cli)  # they get 'hi' next
+    assert run_cli("--now", "2027-03-05T12:00:00Z", "tick").exit_code == 0  # 'hi' goes out
+    assert len(_outbox()) == 2 * had
+    # The sent rows of 'hello' stay in the ledger forever; nothing is pending for it any more.
+    assert _quiet_about("hello", "2027-03-05T12:00:00Z", run_cli)
+    assert run_cli("--now", "2027-03-05T13:00:00Z", "tick").exit_code == 0  # 'later' placed
+    assert _quiet_about("hello", "2027-03-05T13:00:00Z", run_cli)
+    # Each later send flags the enrollment for its next step again: still nothing to do with
+    # 'hello', so still quiet.
+    assert run_cli("--now", "2027-04-05T12:00:00Z", "tick").exit_code == 0  # 'later' goes out
+    assert len(_outbox()) == 3 * had
+    assert _quiet_about("hello", "2027-04-05T12:00:00Z", run_cli)
+
+
+def _ledger(db_url: str, sql: str, **params) -> list[tuple]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(sql), params)
+            return [tuple(r) for r in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def test_claimed_sends_of_a_removed_step_are_in_flight_not_cancelled(workspace, run_cli, db_url):
+    sources({"alumni.yaml": TWO_STEPS.format(first="hello")},
+            {"hello.md": HELLO.format(body="Hi."), "_signature.md": SIGNATURE})
+    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
+    assert run_cli("--now", "2027-03-01T12:00:00Z", "tick").exit_code == 0  # hello placed
+    rows = _ledger(db_url, "SELECT id FROM sends WHERE step_id = 'hello' ORDER BY id")
+    assert len(rows) > 1
+    in_flight = rows[0][0]
+    # Another sender holds one of them, its lease running to 13:00.
+    _ledger(db_url, "UPDATE sends SET state = 'claimed', claimed_by = 'another-sender', "
+            "lease_until = :lease WHERE id = :id", lease=datetime(2027, 3, 1, 13, 0), id=in_flight)
+    Path("campaigns/alumni.yaml").write_text(TWO_STEPS.format(first="hello").replace(
+        "  - id: hello\n    wait: 1d\n    template: hello\n", ""))
+    result = run_cli("--now", "2027-03-01T12:00:00Z", "check")
+    assert result.exit_code == 0, result.stderr
+    waiting = len(rows) - 1
+    assert (f"warning: step 'hello' is no longer in the file but the ledger has it: {waiting} "
+            f"sends of it waiting will be cancelled at the next tick, never sent; 1 send of it "
+            f"in flight (claimed by a sender, which sends or cancels it); {waiting} of these "
+            f"candidates get step 'later' next.") in result.stderr
+    # The daemon cancels the waiting ones and places `later` for them; the claimed one is left
+    # to its sender.
+    assert run_cli("--now", "2027-03-01T12:30:00Z", "tick").exit_code == 0
+    states = dict(_ledger(db_url, "SELECT state, COUNT(*) FROM sends WHERE step_id = 'hello' "
+                          "GROUP BY state"))
+    assert states == {"cancelled": waiting, "claimed": 1}
+    later = _ledger(db_url, "SELECT COUNT(*) FROM sends WHERE step_id = 'later'")
+    assert later == [(waiting,)]
+    result = run_cli("--now", "2027-03-01T12:30:00Z", "check")
+    assert result.exit_code == 0, result.stderr
+    assert ("warning: step 'hello' is no longer in the file but the ledger has it: 1 send of it "
+            "in flight (claimed by a sender, which sends or cancels it). Progress is kept by "
+            "step id") in result.stderr
+
+
+def test_a_removed_last_step_says_its_candidates_complete(workspace, run_cli, db_url):
+    sources({"alumni.yaml": TWO_STEPS.format(first="hello")},
+            {"hello.md": HELLO.format(body="Hi."), "_signature.md": SIGNATURE})
+    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
+    assert run_cli("--now", "2027-03-01T12:00:00Z", "tick").exit_code == 0  # hello placed
+    assert run_cli("--now", "2027-03-03T12:00:00Z", "tick").exit_code == 0  # hello goes out
+    assert run_cli("--now", "2027-03-03T13:00:00Z", "tick").exit_code == 0  # `later` placed
+    waiting = _ledger(db_url, "SELECT COUNT(*) FROM sends WHERE step_id = 'later'")[0][0]
+    assert waiting > 0
+    Path("campaigns/alumni.yaml").write_text(TWO_STEPS.format(first="hello").replace(
+        "  - id: later\n    wait: 30d\n    template: hello\n", ""))
+    result = run_cli("--now", "2027-03-03T13:00:00Z", "check")
+    assert result.exit_code == 0, result.stderr
+    assert (f"warning: step 'later' is no longer in the file but the ledger has it: {waiting} "
+            f"sends of it waiting will be cancelled at the next tick, never sent; {waiting} of "
+            f"these candidates have no step left and complete.") in result.stderr
+    assert run_cli("--now", "2027-03-03T14:00:00Z", "tick").exit_code == 0
+    completed = _ledger(db_url, "SELECT COUNT(*) FROM enrollments WHERE state = 'completed'")
+    assert completed == [(waiting,)]
+    assert _quiet_about("later", "2027-03-03T14:00:00Z", run_cli)
+
+
+def test_a_paused_campaign_keeps_the_warning_until_the_daemon_places_the_next_step(
+    workspace, run_cli, db_url
+):
+    sources({"alumni.yaml": TWO_STEPS.format(first="hello")},
+            {"hello.md": HELLO.format(body="Hi."), "_signature.md": SIGNATURE})
+    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
+    assert run_cli("--now", "2027-03-01T12:00:00Z", "tick").exit_code == 0  # hello placed
+    placed = _ledger(db_url, "SELECT COUNT(*) FROM sends WHERE step_id = 'hello'")[0][0]
+    paused = TWO_STEPS.format(first="hello").replace(
+        "  - id: hello\n    wait: 1d\n    template: hello\n", "").replace(
+        "name: Alumni\n", "name: Alumni\nstatus: paused\n")
+    Path("campaigns/alumni.yaml").write_text(paused)
+    # The tick cancels the removed step's sends, but places nothing while the campaign is paused.
+    assert run_cli("--now", "2027-03-01T12:30:00Z", "tick").exit_code == 0
+    assert _ledger(db_url, "SELECT DISTINCT state FROM sends") == [("cancelled",)]
+    result = run_cli("--now", "2027-03-01T12:30:00Z", "check")
+    assert result.exit_code == 0, result.stderr
+    assert (f"warning: step 'hello' is no longer in the file but the ledger has it: {placed} of "
+            f"these candidates get step 'later' next.") in result.stderr
+    Path("campaigns/alumni.yaml").write_text(paused.replace("status: paused\n", ""))
+    assert run_cli("--now", "2027-03-01T13:00:00Z", "tick").exit_code == 0
+    assert _ledger(db_url, "SELECT COUNT(*) FROM sends WHERE step_id = 'later'") == [(placed,)]
+    assert _quiet_about("hello", "2027-03-01T13:00:00Z", run_cli)
+
+
+def test_the_next_step_prediction_reads_in_chunks_and_asks_once_per_progress(
+    workspace, run_cli, monkeypatch
+):
+    from nurture_mail import checking, sequencing
+
+    sources({"alumni.yaml": TWO_STEPS.format(first="hello")},
+            {"hello.md": HELLO.format(body="Hi."), "_signature.md": SIGNATURE})
+    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
+    assert run_cli("--now", "2027-03-01T12:00:00Z", "tick").exit_code == 0  # hello placed
+    assert run_cli("--now", "2027-03-03T12:00:00Z", "tick").exit_code == 0  # hello goes out
+    had = len(_outbox())
+    assert had > 3
+    Path("campaigns/alumni.yaml").write_text(TWO_STEPS.format(first="hi"))
+    asked: list[frozenset[str]] = []
+
+    def next_step(campaign, done):
+        asked.append(frozenset(done))
+        return real(campaign, done)
+
+    real = sequencing.next_step
+    monkeypatch.setattr(sequencing, "next_step", next_step)
+    monkeypatch.setattr(checking, "_ID_CHUNK", 3)  # several chunks of enrollment ids
+    result = run_cli("--now", "2027-03-03T12:00:00Z", "check")
+    assert result.exit_code == 0, result.stderr
+    assert f"{had} of these candidates get step 'hi' next." in result.stderr
+    assert asked == [frozenset({"hello"})]  # everyone has the same progress: asked once
