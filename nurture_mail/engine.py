@@ -20,11 +20,11 @@ from .campaigns import Campaign
 from .config import Settings
 from .database import Database
 from .errors import TemplateError
-from .rendering import prepare_email, sender_of
+from .rendering import dictionary_sample, prepare_email, sender_of
 from .rules import evaluate
 from .schedule import DailyCounter, cap_zone_for, day_key, next_slot, zone_for
 from .segments import audience_clause
-from .store import enrolment, ledger, pool
+from .store import enrolment, ledger, pool, sent_messages
 from .templates import TemplateSet
 from .transport import Delivery, Outcome, Transport, TransportRefused
 from .workspace import Workspace
@@ -105,6 +105,7 @@ class Engine:
         self.should_stop = should_stop
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.secret = workspace.unsubscribe_secret
+        self._packers: dict[tuple[str, str, str | None], sent_messages.Packer] = {}
 
     @property
     def campaigns(self) -> list[Campaign]:
@@ -222,7 +223,9 @@ class Engine:
             elif step is None:
                 reason = "step removed from the campaign"
             if reason:
-                writes.cancel(row.send_id, reason)
+                # A row of a removed step reaches here when it was claimed while the file changed
+                # and its lease ran out: its enrollment moves on, as `cancel_removed_steps` does.
+                writes.cancel(row.send_id, reason, move_on=row.enrollment_id if campaign and step is None else None)
                 report.cancelled += 1
                 continue
             zone = zone_for(campaign.schedule, cand["timezone"], self.settings.default_timezone)
@@ -262,14 +265,27 @@ class Engine:
         end = datetime.combine(today + timedelta(days=1), time(0), tzinfo=zone)
         return DailyCounter(cap, {today: ledger.sent_between(session, campaign.id, start, end)})
 
-    def _render(self, campaign: Campaign, step, row, zone, now: datetime) -> tuple[bytes, tuple[str, str, bytes]]:
+    def _render(self, campaign: Campaign, step, row, zone, now: datetime) -> tuple[bytes, ledger.Prepared]:
         """The message, and what the ledger stores of it (packed here, outside any transaction)."""
         prepared = prepare_email(
             self.templates, self.settings, self.secret, campaign, step, row.variant, row.candidate,
             message_id=row.message_id, now=now, zone=zone,
         )
-        stored = (prepared.to_addr, prepared.rendered.subject, ledger.pack_message(prepared.message))
+        key = (campaign.id, step.id, row.variant)
+        packer = self._packers.get(key)
+        if packer is None:
+            packer = self._packers[key] = self._packer(campaign, step, row.variant, now)
+        stored = ledger.Prepared(prepared.to_addr, prepared.rendered.subject, *packer.pack(prepared.message))
         return prepared.message, stored
+
+    def _packer(self, campaign: Campaign, step, variant: str | None, now: datetime) -> sent_messages.Packer:
+        """How this beat packs the step's messages: against the step's synthetic email."""
+        try:
+            sample = dictionary_sample(self.templates, self.settings, self.secret, campaign, step, variant)
+        except (TemplateError, ValueError):  # the real emails fail the same way, or render
+            return sent_messages.PLAIN
+        with self.db.sessions.begin() as session:
+            return sent_messages.packer(session, sample, ledger.naive(now))
 
     async def _deliver(self, group, active, now: datetime, report: TickReport, pending: _Pending) -> None:
         stamp = ledger.naive(now)

@@ -62,8 +62,10 @@ def _date(when: datetime) -> str:
     return format_datetime(when)
 
 
-def build_message(envelope: Envelope, email: RenderedEmail) -> bytes:
-    """The complete message. Raises ValueError for an address, id or URL it cannot write."""
+def build_message(envelope: Envelope, email: RenderedEmail, boundary: str | None = None) -> bytes:
+    """The complete message. Raises ValueError for an address, id or URL it cannot write.
+
+    `boundary` fixes the MIME boundary (checked like a random one); random by default."""
     if envelope.date.utcoffset() is None:
         raise ValueError("Envelope.date must be timezone-aware")
     headers = [
@@ -94,7 +96,7 @@ def build_message(envelope: Envelope, email: RenderedEmail) -> bytes:
     text_cte, text = encode_body(email.text)
     html_cte, html = encode_body(email.html)
     # "=_" never occurs in quoted-printable output; the check covers 7bit parts.
-    boundary = _boundary()
+    boundary = boundary or _boundary()
     while boundary.encode("ascii") in text or boundary.encode("ascii") in html:
         boundary = _boundary()
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')

@@ -149,7 +149,6 @@ class Send(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     to_addr: Mapped[str | None] = mapped_column(String(320))
     subject: Mapped[str | None] = mapped_column(Text)
-    body: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
@@ -183,6 +182,37 @@ class Send(Base):
             sqlite_where=text("state = 'sent'"),
         ),
     )
+
+
+class SentMessage(Base):
+    """The message a send carried (or was about to carry), as the ledger keeps it.
+
+    Apart from `sends` so that the ledger's rows stay small: a send row is updated three
+    times (claimed, data started, outcome) and each update rewrites the whole row; the
+    message is written once, appended. Deleted with its send (`forget`).
+    """
+
+    __tablename__ = "sent_messages"
+
+    send_id: Mapped[int] = mapped_column(
+        ForeignKey("sends.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The Zstandard dictionary the body was packed with (None: packed without one).
+    dictionary_id: Mapped[int | None] = mapped_column(ForeignKey("message_dictionaries.id"))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MessageDictionary(Base):
+    """A Zstandard raw-content dictionary: one step's email rendered for a synthetic
+    candidate (never a real person, so `forget` has nothing to erase here). Messages of that
+    step packed against it take a fifth of the room and a third less CPU."""
+
+    __tablename__ = "message_dictionaries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of content
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Inbound(Base):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from .campaigns import Campaign, Step
@@ -58,6 +58,7 @@ def prepare_email(
     message_id: str,
     now: datetime,
     zone: ZoneInfo,
+    boundary: str | None = None,
 ) -> PreparedEmail:
     """Render `step` (in `variant`) for `candidate` and build the message.
 
@@ -93,7 +94,30 @@ def prepare_email(
         unsubscribe_https=https,
         unsubscribe_mailto=mailto,
     )
-    return PreparedEmail(envelope.to_addr, rendered, envelope, build_message(envelope, rendered))
+    return PreparedEmail(
+        envelope.to_addr, rendered, envelope, build_message(envelope, rendered, boundary)
+    )
+
+
+# The synthetic email a step's messages are packed against: the same every time it is built
+# (a fixed candidate, moment, Message-ID and MIME boundary), so one stored copy serves all.
+_SAMPLE_MOMENT = datetime(2000, 1, 3, 10, 0, tzinfo=UTC)
+_SAMPLE_MESSAGE_ID = "dictionary@nurture-mail.invalid"
+_SAMPLE_BOUNDARY = "=_" + "0" * 32
+
+
+def dictionary_sample(
+    templates: TemplateSet, settings: Settings, secret: str, campaign: Campaign, step: Step,
+    variant: str | None,
+) -> bytes:
+    """`step`'s email for a synthetic candidate (`sample_candidate`): what the step's real
+    emails are packed against. Raises what `prepare_email` raises."""
+    candidate = sample_candidate(campaign, step, now=_SAMPLE_MOMENT, names=True)
+    return prepare_email(
+        templates, settings, secret, campaign, step, variant, candidate,
+        message_id=_SAMPLE_MESSAGE_ID, now=_SAMPLE_MOMENT, zone=ZoneInfo("UTC"),
+        boundary=_SAMPLE_BOUNDARY,
+    ).message
 
 
 def sample_candidate(

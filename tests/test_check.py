@@ -374,6 +374,19 @@ def test_claimed_sends_of_a_removed_step_are_in_flight_not_cancelled(workspace, 
     assert ("warning: step 'hello' is no longer in the file but the ledger has it: 1 send of it "
             "in flight (claimed by a sender, which sends or cancels it). Progress is kept by "
             "step id") in result.stderr
+    # That sender never comes back: its lease runs out, the row returns to the queue, and when
+    # it falls due the daemon cancels it as a removed step's and moves its candidate on to
+    # `later` as well.
+    assert run_cli("--now", "2027-03-01T13:30:00Z", "tick").exit_code == 0
+    assert _ledger(db_url, "SELECT state FROM sends WHERE id = :id", id=in_flight) == [("scheduled",)]
+    assert run_cli("--now", "2027-03-02T13:00:00Z", "tick").exit_code == 0
+    states = dict(_ledger(db_url, "SELECT state, COUNT(*) FROM sends WHERE step_id = 'hello' "
+                          "GROUP BY state"))
+    assert states == {"cancelled": waiting + 1}
+    assert run_cli("--now", "2027-03-02T13:01:00Z", "tick").exit_code == 0
+    later = _ledger(db_url, "SELECT COUNT(*) FROM sends WHERE step_id = 'later'")
+    assert later == [(waiting + 1,)]
+    assert _quiet_about("hello", "2027-03-02T13:01:00Z", run_cli)
 
 
 def test_a_removed_last_step_says_its_candidates_complete(workspace, run_cli, db_url):

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from nurture_mail.database import open_database
 from nurture_mail.models import Candidate, Send
-from nurture_mail.store import ledger, pool
+from nurture_mail.store import ledger, pool, sent_messages
 from nurture_mail.testing import SmtpSink
 
 from .delivery_env import DeliveryEnv
@@ -61,18 +61,47 @@ def test_claimed_details_give_the_candidate_exactly_as_candidate_fields_does(tmp
         sink.stop()
 
 
-@given(st.binary(max_size=20_000))
-def test_stored_message_packing_round_trips(message):
-    """A packed message is a Zstandard frame that unpacks to the message; rows written before
-    (zlib streams) unpack too."""
+@given(st.binary(max_size=20_000), st.binary(min_size=1, max_size=5_000))
+def test_stored_message_packing_round_trips(message, sample):
+    """A packed message is a Zstandard frame that unpacks to the message, with or without a
+    dictionary; rows written before (zlib streams) unpack too."""
     import zlib
 
-    from nurture_mail.store.ledger import pack_message, unpack_message
+    from nurture_mail.store.sent_messages import PLAIN, _compressor, unpack
 
-    packed = pack_message(message)
-    assert packed[:4] == b"\x28\xb5\x2f\xfd"
-    assert unpack_message(packed) == message
-    assert unpack_message(zlib.compress(message, 1)) == message
+    dictionary_id, packed = PLAIN.pack(message)
+    assert dictionary_id is None and packed[:4] == b"\x28\xb5\x2f\xfd"
+    assert unpack(packed) == message
+    against = _compressor(sample).compress(message)
+    assert unpack(against, sample) == message
+    assert unpack(zlib.compress(message, 1)) == message
+
+
+def test_a_dictionary_packs_a_steps_messages_small_and_is_stored_once(tmp_path, db_url):
+    """Against its step's synthetic email, a real email of the step packs to a fraction of its
+    plain size; the same sample is one dictionary row whoever builds it."""
+    import random
+
+    from nurture_mail.store import sent_messages
+
+    words = random.Random(7).choices(["thank", "you", "for", "time", "role", "team", "we", "stay",
+                                      "in", "touch", "Engineer", "Backend", "meeting", "hope"], k=500)
+    sample = b"From: Dana <dana@talent.example>\r\nSubject: Thank you, Alex\r\n\r\n" + " ".join(words).encode()
+    real = sample.replace(b"Alex", b"Maria", 1).replace(b"Backend", b"Frontend", 1)
+    db = open_database(db_url)
+    try:
+        with db.sessions.begin() as session:
+            first = sent_messages.packer(session, sample, MON)
+        with db.sessions.begin() as session:
+            again = sent_messages.packer(session, sample, MON)
+            other = sent_messages.packer(session, sample + b"!", MON)
+        assert first.dictionary_id == again.dictionary_id != other.dictionary_id
+        dictionary_id, packed = first.pack(real)
+        assert dictionary_id == first.dictionary_id
+        assert len(packed) * 4 < len(sent_messages.PLAIN.pack(real)[1])
+        assert sent_messages.unpack(packed, sample) == real
+    finally:
+        db.dispose()
 
 
 def test_mark_data_started_is_fenced_by_the_claim(tmp_path, db_url):
@@ -91,7 +120,8 @@ def test_mark_data_started_is_fenced_by_the_claim(tmp_path, db_url):
                 assert len(ids) == 3
                 stolen = ids[1]
                 session.execute(update(Send).where(Send.id == stolen).values(claimed_by="other"))
-                prepared = {sid: (f"to{sid}@example.com", f"subject {sid}", ledger.pack_message(b"message %d" % sid))
+                prepared = {sid: ledger.Prepared(f"to{sid}@example.com", f"subject {sid}",
+                                                  *sent_messages.PLAIN.pack(b"message %d" % sid))
                             for sid in ids}
                 marked = ledger.mark_data_started(session, "me", prepared, MON, MON + timedelta(hours=2))
                 assert sorted(marked) == [ids[0], ids[2]]
@@ -100,9 +130,10 @@ def test_mark_data_started_is_fenced_by_the_claim(tmp_path, db_url):
                                                 MON + timedelta(hours=2)) == [stolen]
             with db.sessions.begin() as session:
                 rows = {s.id: s for s in session.execute(select(Send).where(Send.id.in_(ids))).scalars()}
+                stored = sent_messages.read(session, ids)
             for sid in ids:
                 assert rows[sid].data_started is True and rows[sid].attempts == 1
-                assert ledger.unpack_message(rows[sid].body) == b"message %d" % sid
+                assert stored[sid] == b"message %d" % sid
                 assert (rows[sid].to_addr, rows[sid].subject) == prepared[sid][:2]
             # the fence holds on a second try too
             with db.sessions.begin() as session:

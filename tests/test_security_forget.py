@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from sqlalchemy import MetaData, create_engine, select
 
 from nurture_mail.cli import cli
-from nurture_mail.store.ledger import unpack_message
+from nurture_mail.store.sent_messages import unpack
 from nurture_mail.testing import SmtpSink
 
 from .delivery_env import DeliveryEnv
@@ -38,15 +38,17 @@ def sink():
     s.stop()
 
 
-def texts(value) -> list[str]:
-    """Every readable form of one stored value."""
+def texts(value, dictionaries: dict[int, bytes] | None = None) -> list[str]:
+    """Every readable form of one stored value (packed messages unpacked, against each of
+    the stored dictionaries too)."""
     if value is None:
         return []
     if isinstance(value, bytes | bytearray | memoryview):
         raw = bytes(value)
         found = [raw.decode("latin-1")]
-        with contextlib.suppress(zlib.error, zstandard.ZstdError):
-            found.append(unpack_message(raw).decode("utf-8", "replace"))
+        for dictionary in [None, *(dictionaries or {}).values()]:
+            with contextlib.suppress(zlib.error, zstandard.ZstdError):
+                found.append(unpack(raw, dictionary).decode("utf-8", "replace"))
         return found
     if isinstance(value, dict | list):
         return [json.dumps(value, ensure_ascii=False)]
@@ -61,8 +63,14 @@ def dump(db_url: str) -> dict[str, list[str]]:
         meta.reflect(engine)
         out: dict[str, list[str]] = {}
         with engine.connect() as conn:
+            dictionaries = {}
+            if "message_dictionaries" in meta.tables:
+                table = meta.tables["message_dictionaries"]
+                dictionaries = dict(conn.execute(select(table.c.id, table.c.content)).all())
             for table in meta.sorted_tables:
-                out[table.name] = [t for row in conn.execute(select(table)) for v in row for t in texts(v)]
+                out[table.name] = [
+                    t for row in conn.execute(select(table)) for v in row for t in texts(v, dictionaries)
+                ]
         return out
     finally:
         engine.dispose()
@@ -115,8 +123,10 @@ def test_forget_leaves_no_trace_in_any_table(tmp_path, db_url, sink):
         before = dump(env.db_url)
         everywhere = " ".join(" ".join(v) for v in before.values()).lower()
         assert everywhere.count(ADDRESS) >= 5  # the scenario really stored it widely
-        for table in ("candidates", "sends", "inbound", "enrollments", "events", "candidate_tags"):
+        for table in ("candidates", "sends", "sent_messages", "inbound", "enrollments", "events", "candidate_tags"):
             assert before.get(table), f"no rows in {table}: the scenario did not reach it"
+        # the stored message is read back (unpacked against its dictionary) and names the person
+        assert any(f"To: Zed Forgetme <{ADDRESS}>" in v for v in before["sent_messages"])
 
         cli_run(env, "--now", "2027-03-05T12:00:00Z", "forget", "--yes", ADDRESS)
 

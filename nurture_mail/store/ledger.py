@@ -12,12 +12,11 @@ Exactly-once rests on three things here:
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
-import zstandard
 from sqlalchemy import (
     and_,
     bindparam,
@@ -30,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from sqlalchemy.types import DateTime, Integer, LargeBinary, String, Text
+from sqlalchemy.types import DateTime, Integer, String, Text
 
 from ..models import (
     _CLAIMABLE_SQL,
@@ -42,6 +41,7 @@ from ..models import (
     Send,
     Suppression,
 )
+from . import sent_messages
 from .batch_sql import ExecuteMany, OneOf, UnnestUpdate
 
 ACTIVE_ENROLLMENT = ("active", "paused")
@@ -87,10 +87,9 @@ _MARK_STARTED = ExecuteMany(  # one row each, fenced by the claim, with what is 
         updated_at=bindparam("p_stamp"),
         to_addr=bindparam("p_to"),
         subject=bindparam("p_subject"),
-        body=bindparam("p_body"),
     ),
     postgresql=UnnestUpdate(
-        {"p_id": Integer, "p_to": Text, "p_subject": Text, "p_body": LargeBinary},
+        {"p_id": Integer, "p_to": Text, "p_subject": Text},
         lambda batch: update(_SENDS)
         .where(
             _SENDS.c.id == batch.c.p_id,
@@ -104,7 +103,6 @@ _MARK_STARTED = ExecuteMany(  # one row each, fenced by the claim, with what is 
             updated_at=bindparam("p_stamp", type_=DateTime),
             to_addr=batch.c.p_to,
             subject=batch.c.p_subject,
-            body=batch.c.p_body,
         ),
     ),
 )
@@ -144,6 +142,11 @@ _NEXT_STEP = ExecuteMany(
         .values(needs_next=True, last_sent_at=bindparam("p_stamp", type_=DateTime),
                 last_step_id=batch.c.p_step),
     ),
+)
+_MOVE_ON = ExecuteMany(  # a removed step's row cancelled: its enrollment takes the next step
+    update(_ENROLLMENTS)
+    .where(_ENROLLMENTS.c.id == bindparam("p_enrollment"), _ENROLLMENTS.c.state == "active")
+    .values(needs_next=True)
 )
 _MOVE = ExecuteMany(
     update(_SENDS)
@@ -427,38 +430,28 @@ def candidate_fields(c: Candidate, tags: list[str]) -> dict:
     }
 
 
-# Stored messages are Zstandard frames at level 1: on 3,000 distinct 2.9 KB messages of a
-# send run, 9.7 us each for 1,289 bytes, against zlib's 32 us (level 1) for 1,251 bytes.
-# Rows written before that hold zlib streams; `unpack_message` reads both.
-_PACKER = zstandard.ZstdCompressor(level=1)
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+class Prepared(NamedTuple):
+    """What the ledger keeps of a message about to leave."""
 
-
-def pack_message(message: bytes) -> bytes:
-    """A message as the ledger stores it (`unpack_message` gives it back)."""
-    return _PACKER.compress(message)
-
-
-def unpack_message(body: bytes) -> bytes:
-    """A stored message: a Zstandard frame, or a zlib stream from before."""
-    if body[:4] == _ZSTD_MAGIC:
-        return zstandard.ZstdDecompressor().decompress(body)
-    return zlib.decompress(body)
+    to_addr: str
+    subject: str
+    dictionary_id: int | None  # what `body` was packed against (`sent_messages.Packer`)
+    body: bytes  # the packed message
 
 
 def mark_data_started(
     session: Session,
     owner: str,
-    prepared: dict[int, tuple[str, str, bytes]],
+    prepared: dict[int, Prepared],
     stamp: datetime,
     lease_until: datetime,
 ) -> list[int]:
     """The commit point before data goes out: from here on an expired lease means `unknown`.
 
     Fenced by the claim: a row another sender took over (our lease ran out) is not marked, and
-    so not sent. Stores what is about to be sent: `prepared` maps each send id to (recipient,
-    subject, `pack_message(message)`), packed by the caller outside the transaction.
-    Returns the ids that may be sent.
+    so not sent. Stores what is about to be sent (recipient and subject in the row, the message
+    packed by the caller outside the transaction in `sent_messages`). Returns the ids that may
+    be sent.
     """
     if not prepared:
         return []
@@ -466,14 +459,17 @@ def mark_data_started(
     lease, stamp = naive(lease_until), naive(stamp)
     rows = [
         {"p_id": sid, "p_owner": owner, "p_lease": lease, "p_stamp": stamp,
-         "p_to": to_addr, "p_subject": subject, "p_body": body}
-        for sid, (to_addr, subject, body) in prepared.items()
+         "p_to": p.to_addr, "p_subject": p.subject}
+        for sid, p in prepared.items()
     ]
-    # One statement marks and stores (each row written once). All marked is the rule; when a
-    # row was fenced out (another sender took it over), ask which ones are ours.
+    # All marked is the rule; when a row was fenced out (another sender took it over), ask
+    # which ones are ours, and keep only their messages.
     if _MARK_STARTED(conn, rows).rowcount == len(rows):
-        return list(prepared)
-    return list(conn.execute(_MARKED, {"ids": list(prepared), "owner": owner}).scalars())
+        marked = list(prepared)
+    else:
+        marked = list(conn.execute(_MARKED, {"ids": list(prepared), "owner": owner}).scalars())
+    sent_messages.store(session, {sid: prepared[sid][2:] for sid in marked})
+    return marked
 
 
 class Writes:
@@ -484,6 +480,7 @@ class Writes:
         self.finished: list[dict] = []
         self.moved: list[dict] = []
         self.cancelled: list[dict] = []
+        self.moving_on: list[dict] = []
 
     def finish(self, send_id: int, enrollment_id: int, step_id: str, state: str, *,
                response: str | None = None, reason: str | None = None, sent: bool = False) -> None:
@@ -500,8 +497,12 @@ class Writes:
             "p_due": naive(due), "p_reason": reason,
         })
 
-    def cancel(self, send_id: int, reason: str) -> None:
+    def cancel(self, send_id: int, reason: str, *, move_on: int | None = None) -> None:
+        """Never sent; `move_on` names an enrollment that takes its next step instead (the
+        row's step was removed from the campaign), as `cancel_removed_steps` does."""
         self.cancelled.append({"p_id": send_id, "p_reason": reason})
+        if move_on is not None:
+            self.moving_on.append({"p_enrollment": move_on})
 
     def any(self) -> bool:
         return bool(self.finished or self.moved or self.cancelled)
@@ -517,7 +518,9 @@ class Writes:
             _MOVE(conn, [{**m, **stamp} for m in self.moved])
         if self.cancelled:
             _CANCEL(conn, [{**c, **stamp} for c in self.cancelled])
-        self.finished, self.moved, self.cancelled = [], [], []
+        if self.moving_on:
+            _MOVE_ON(conn, self.moving_on)
+        self.finished, self.moved, self.cancelled, self.moving_on = [], [], [], []
 
 
 def sent_between(session: Session, campaign_id: str, start: datetime, end: datetime) -> int:
