@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,29 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def pinned_sessions(self) -> PinnedSessions:
+        """Sessions on one connection held until `close()`, for a loop of short transactions
+        (the sender's): no pool checkout, reset and new Session per transaction."""
+        return PinnedSessions(self.engine)
+
+
+class PinnedSessions:
+    """`sessionmaker.begin()` (a transaction, committed at the end of the `with`) on one
+    connection and one Session, reused by every transaction until `close()`."""
+
+    def __init__(self, engine: Engine):
+        self._connection = engine.connect()
+        self._session = Session(bind=self._connection, expire_on_commit=False)
+
+    @contextmanager
+    def begin(self) -> Iterator[Session]:
+        with self._session.begin():
+            yield self._session
+
+    def close(self) -> None:
+        self._session.close()
+        self._connection.close()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -106,6 +106,7 @@ class Engine:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.secret = workspace.unsubscribe_secret
         self._packers: dict[tuple[str, str, str | None], sent_messages.Packer] = {}
+        self._sessions = db.sessions  # while sending: pinned to one connection
 
     @property
     def campaigns(self) -> list[Campaign]:
@@ -164,9 +165,12 @@ class Engine:
         # crash can leave `unknown`. Several per connection keeps commits off the hot path.
         chunk = max(1, self.settings.smtp.max_connections) * INFLIGHT_PER_CONNECTION
         pending = _Pending(ledger.Writes(ledger.naive(now)))
+        # One connection for the whole loop: a transaction per group, without a pool checkout
+        # and a new Session each time.
+        self._sessions = pinned = self.db.pinned_sessions()
         try:
             while not self.should_stop():
-                with self.db.sessions.begin() as session:
+                with self._sessions.begin() as session:
                     self._write(session, pending, now)
                     ids = ledger.claim(
                         session,
@@ -178,7 +182,7 @@ class Engine:
                     )
                 # The rows are ours now: read them after the commit, so that no write lock is
                 # held while they are turned into Python objects (SQLite: other senders wait).
-                with self.db.sessions.begin() as session:
+                with self._sessions.begin() as session:
                     claimed = ledger.claimed_details(session, ids)
                     for campaign_id in {row.campaign_id for row in claimed} - counters.keys():
                         if campaign_id in active:
@@ -192,10 +196,14 @@ class Engine:
                         return
                     await self._deliver(ready[start : start + chunk], active, now, report, pending)
         finally:
-            if pending.writes.any() or pending.bounced:
-                with self.db.sessions.begin() as session:
-                    self._write(session, pending, now)
-            await self.transport.close()
+            try:
+                if pending.writes.any() or pending.bounced:
+                    with self._sessions.begin() as session:
+                        self._write(session, pending, now)
+            finally:
+                self._sessions = self.db.sessions
+                pinned.close()
+                await self.transport.close()
 
     def _write(self, session, pending: _Pending, now: datetime) -> None:
         """Outcomes and decisions not yet in the database, and the suppressions they cause."""
@@ -284,12 +292,12 @@ class Engine:
             sample = dictionary_sample(self.templates, self.settings, self.secret, campaign, step, variant)
         except (TemplateError, ValueError):  # the real emails fail the same way, or render
             return sent_messages.PLAIN
-        with self.db.sessions.begin() as session:
+        with self._sessions.begin() as session:
             return sent_messages.packer(session, sample, ledger.naive(now))
 
     async def _deliver(self, group, active, now: datetime, report: TickReport, pending: _Pending) -> None:
         stamp = ledger.naive(now)
-        with self.db.sessions.begin() as session:
+        with self._sessions.begin() as session:
             self._write(session, pending, now)
             marked = set(
                 ledger.mark_data_started(
@@ -350,7 +358,7 @@ class Engine:
         """Stopping: record what is pending and hand back rows claimed but not started, due as
         they were."""
         stamp = ledger.naive(self.clock())
-        with self.db.sessions.begin() as session:
+        with self._sessions.begin() as session:
             self._write(session, pending, now)
             if send_ids:
                 ledger.release(session, send_ids, self.owner, stamp)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import hashlib
 import hmac
 from urllib.parse import quote
 
@@ -26,10 +28,18 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@functools.lru_cache(maxsize=16)  # one secret per install
+def _signer(secret: str) -> hmac.HMAC:
+    """The keyed HMAC state before any message: copied per token instead of keying OpenSSL
+    again (a third of the CPU of `hmac.digest`, once per email)."""
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+
 def make_token(secret: str, token_key: str) -> str:
     key = bytes.fromhex(token_key)
-    tag = hmac.digest(secret.encode(), key, "sha256")[:TAG_BYTES]
-    return _b64(key + tag)
+    signer = _signer(secret).copy()
+    signer.update(key)
+    return _b64(key + signer.digest()[:TAG_BYTES])
 
 
 def read_token(secret: str, token: str) -> str | None:

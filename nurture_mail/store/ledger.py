@@ -13,7 +13,6 @@ Exactly-once rests on three things here:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -336,9 +335,9 @@ def release(session: Session, send_ids: Sequence[int], owner: str, stamp: dateti
     )
 
 
-@dataclass(frozen=True)
-class Claimed:
-    """A claimed row with everything needed to decide, render and send it."""
+class Claimed(NamedTuple):
+    """A claimed row with everything needed to decide, render and send it (a tuple: built per
+    message, cheaper than a dataclass)."""
 
     send_id: int
     enrollment_id: int
@@ -365,19 +364,24 @@ def claimed_details(session: Session, ids: Sequence[int]) -> list[Claimed]:
         for cid, tag in _TAGS_OF.execute(conn, {r[_CANDIDATE_AT] for r in rows}):
             tags.setdefault(cid, []).append(tag)
     out = []
+    keys, at, utc = _CANDIDATE_KEYS, _CANDIDATE_AT, UTC
     for r in rows:
-        candidate = dict(zip(_CANDIDATE_KEYS, r[_CANDIDATE_AT:], strict=True))
-        candidate["decided_at"] = aware(candidate["decided_at"])
-        candidate["created_at"] = aware(candidate["created_at"])
-        candidate["attributes"] = dict(candidate["attributes"] or {})
-        candidate["tags"] = sorted(tags.get(candidate["id"], []))
-        out.append(
-            Claimed(
-                send_id=r[0], enrollment_id=r[1], campaign_id=r[2], step_id=r[3], variant=r[4],
-                message_id=r[5], attempts=r[6], due_at=aware(r[7]), enrollment_state=r[8],
-                suppressed=bool(r[9]), candidate=candidate,
-            )
-        )
+        candidate = dict(zip(keys, r[at:], strict=True))
+        # `aware`, inlined: naive UTC as stored -> aware
+        if (decided := candidate["decided_at"]) is not None and decided.tzinfo is None:
+            candidate["decided_at"] = decided.replace(tzinfo=utc)
+        if (created := candidate["created_at"]) is not None and created.tzinfo is None:
+            candidate["created_at"] = created.replace(tzinfo=utc)
+        attributes = candidate["attributes"]
+        candidate["attributes"] = dict(attributes) if attributes else {}
+        found = tags.get(candidate["id"])
+        candidate["tags"] = sorted(found) if found else []
+        due = r[7]
+        out.append(Claimed(
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6],
+            due.replace(tzinfo=utc) if due is not None and due.tzinfo is None else due,
+            r[8], bool(r[9]), candidate,
+        ))
     return out
 
 
