@@ -296,7 +296,6 @@ class Engine:
             return sent_messages.packer(session, sample, ledger.naive(now))
 
     async def _deliver(self, group, active, now: datetime, report: TickReport, pending: _Pending) -> None:
-        stamp = ledger.naive(now)
         with self._sessions.begin() as session:
             self._write(session, pending, now)
             marked = set(
@@ -304,7 +303,6 @@ class Engine:
                     session,
                     self.owner,
                     {send_id: stored for send_id, _, (_, stored) in group},
-                    stamp,
                     self.clock() + self.lease,
                 )
             )

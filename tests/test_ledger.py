@@ -123,10 +123,10 @@ def test_mark_data_started_is_fenced_by_the_claim(tmp_path, db_url):
                 prepared = {sid: ledger.Prepared(f"to{sid}@example.com", f"subject {sid}",
                                                   *sent_messages.PLAIN.pack(b"message %d" % sid))
                             for sid in ids}
-                marked = ledger.mark_data_started(session, "me", prepared, MON, MON + timedelta(hours=2))
+                marked = ledger.mark_data_started(session, "me", prepared, MON + timedelta(hours=2))
                 assert sorted(marked) == [ids[0], ids[2]]
                 # the sender that holds it marks it
-                assert ledger.mark_data_started(session, "other", {stolen: prepared[stolen]}, MON,
+                assert ledger.mark_data_started(session, "other", {stolen: prepared[stolen]},
                                                 MON + timedelta(hours=2)) == [stolen]
             with db.sessions.begin() as session:
                 rows = {s.id: s for s in session.execute(select(Send).where(Send.id.in_(ids))).scalars()}
@@ -137,7 +137,7 @@ def test_mark_data_started_is_fenced_by_the_claim(tmp_path, db_url):
                 assert (rows[sid].to_addr, rows[sid].subject) == prepared[sid][:2]
             # the fence holds on a second try too
             with db.sessions.begin() as session:
-                assert ledger.mark_data_started(session, "me", {stolen: prepared[stolen]}, MON, MON) == []
+                assert ledger.mark_data_started(session, "me", {stolen: prepared[stolen]}, MON) == []
         finally:
             db.dispose()
     finally:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import any_, bindparam, func, literal_column, select
@@ -215,7 +216,7 @@ class ExecuteMany:
     def __init__(self, stmt, *, postgresql: UnnestUpdate | None = None):
         self.stmt = stmt
         self.postgresql = postgresql
-        self._plans: dict[str, tuple[str, list] | None] = {}
+        self._plans: dict[str, _RowPlan | None] = {}
 
     def __call__(self, conn, rows: Sequence[Mapping]):
         """Run it for every row; the result (its `rowcount` sums the rows), None for none."""
@@ -229,31 +230,62 @@ class ExecuteMany:
         if dialect.name not in self._plans:
             self._plans[dialect.name] = self._plan(dialect, rows[0]) if dialect.positional else None
         plan = self._plans[dialect.name]
-        if plan is None or any(row.keys() != rows[0].keys() for row in rows):
+        if plan is None or any(row.keys() != plan.keys for row in rows):
             return conn.execute(self.stmt, list(rows))
-        sql, slots = plan
-        params = []
-        for row in rows:
-            values = []
-            for key, value, proc in slots:
-                value = row[key] if key is not None else value
-                values.append(proc(value) if proc is not None else value)
-            params.append(tuple(values))
-        return conn.exec_driver_sql(sql, params)
+        return conn.exec_driver_sql(plan.sql, plan.params(rows))
 
-    def _plan(self, dialect, row: Mapping) -> tuple[str, list]:
+    def _plan(self, dialect, row: Mapping) -> _RowPlan:
         compiled = self.stmt.compile(dialect=dialect, column_keys=list(row))
-        slots = []
-        for name in compiled.positiontup:
+        keys, literals, processed = [], [], []
+        for at, name in enumerate(compiled.positiontup):
             bind = compiled.binds[name]
             proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if bind.key in row:
-                slots.append((bind.key, None, proc and quick_datetimes(proc)))
-            elif not bind.required:
-                slots.append((None, bind.effective_value, proc))  # a literal of the statement
+                keys.append(bind.key)
+                if proc is not None:
+                    processed.append((at, quick_datetimes(proc)))
+            elif not bind.required:  # a literal of the statement
+                value = bind.effective_value
+                literals.append((at, proc(value) if proc is not None else value))
             else:
                 raise RuntimeError(f"no value for {name} in {self.stmt}")
-        return compiled.string, slots
+        return _RowPlan(compiled.string, frozenset(row), keys, literals, processed)
+
+
+class _RowPlan:
+    """How a row (a mapping) becomes the statement's parameters, in order."""
+
+    def __init__(self, sql: str, keys: frozenset, names: list, literals: list, processed: list):
+        self.sql, self.keys = sql, keys
+        self.literals, self.processed = tuple(literals), tuple(processed)
+        self.take = itemgetter(*names) if len(names) > 1 else (lambda row, name=names[0]: (row[name],))
+
+    def params(self, rows: Sequence[Mapping]) -> list:
+        # Each row's values in C (itemgetter); then the statement's literals in their places
+        # and the values that need a processor (datetimes, as text on SQLite), a value seen
+        # before in the batch (its stamp) processed once.
+        params = list(map(self.take, rows))
+        literals, processed = self.literals, self.processed
+        if not literals and not processed:
+            return params
+        seen: dict = {}
+        for number, values in enumerate(params):
+            values = list(values)
+            for at, value in literals:
+                values.insert(at, value)
+            for at, proc in processed:
+                value = values[at]
+                try:
+                    done = seen[at, value]
+                except KeyError:
+                    done = seen[at, value] = proc(value)
+                except TypeError:  # unhashable: process it each time
+                    done = proc(value)
+                values[at] = done
+            params[number] = tuple(values)
+        return params
+
+
 
 
 def _closing(text: str) -> int:

@@ -83,7 +83,6 @@ _MARK_STARTED = ExecuteMany(  # one row each, fenced by the claim, with what is 
         data_started=True,
         attempts=_SENDS.c.attempts + 1,
         lease_until=bindparam("p_lease"),
-        updated_at=bindparam("p_stamp"),
         to_addr=bindparam("p_to"),
         subject=bindparam("p_subject"),
     ),
@@ -99,7 +98,6 @@ _MARK_STARTED = ExecuteMany(  # one row each, fenced by the claim, with what is 
             data_started=True,
             attempts=_SENDS.c.attempts + 1,
             lease_until=bindparam("p_lease", type_=DateTime),
-            updated_at=bindparam("p_stamp", type_=DateTime),
             to_addr=batch.c.p_to,
             subject=batch.c.p_subject,
         ),
@@ -447,7 +445,6 @@ def mark_data_started(
     session: Session,
     owner: str,
     prepared: dict[int, Prepared],
-    stamp: datetime,
     lease_until: datetime,
 ) -> list[int]:
     """The commit point before data goes out: from here on an expired lease means `unknown`.
@@ -455,15 +452,15 @@ def mark_data_started(
     Fenced by the claim: a row another sender took over (our lease ran out) is not marked, and
     so not sent. Stores what is about to be sent (recipient and subject in the row, the message
     packed by the caller outside the transaction in `sent_messages`). Returns the ids that may
-    be sent.
+    be sent. `updated_at` stays the claim's: the row's state does not change here (and leaving
+    it spares a rewrite of the report index's entry per message).
     """
     if not prepared:
         return []
     conn = session.connection()
-    lease, stamp = naive(lease_until), naive(stamp)
+    lease = naive(lease_until)
     rows = [
-        {"p_id": sid, "p_owner": owner, "p_lease": lease, "p_stamp": stamp,
-         "p_to": p.to_addr, "p_subject": p.subject}
+        {"p_id": sid, "p_owner": owner, "p_lease": lease, "p_to": p.to_addr, "p_subject": p.subject}
         for sid, p in prepared.items()
     ]
     # All marked is the rule; when a row was fenced out (another sender took it over), ask
@@ -477,11 +474,13 @@ def mark_data_started(
 
 
 class Writes:
-    """Outcomes of a batch, written with one executemany per kind (Core: a hot path)."""
+    """Outcomes of a batch, written with one executemany per kind (Core: a hot path). Each
+    row is built once, with the batch's stamp in it, as the statements take it."""
 
     def __init__(self, stamp: datetime):
         self.stamp = stamp
         self.finished: list[dict] = []
+        self.next_steps: list[dict] = []
         self.moved: list[dict] = []
         self.cancelled: list[dict] = []
         self.moving_on: list[dict] = []
@@ -489,22 +488,24 @@ class Writes:
     def finish(self, send_id: int, enrollment_id: int, step_id: str, state: str, *,
                response: str | None = None, reason: str | None = None, sent: bool = False) -> None:
         """A final state (sent, failed, unknown, skipped): the enrollment moves to its next step."""
+        stamp = self.stamp
         self.finished.append({
-            "p_id": send_id, "p_enrollment": enrollment_id, "p_step": step_id, "p_state": state,
-            "p_response": response, "p_reason": reason, "p_sent_at": self.stamp if sent else None,
+            "p_id": send_id, "p_state": state, "p_response": response, "p_reason": reason,
+            "p_sent_at": stamp if sent else None, "p_stamp": stamp,
         })
+        self.next_steps.append({"p_enrollment": enrollment_id, "p_step": step_id, "p_stamp": stamp})
 
     def defer(self, send_id: int, due: datetime, *, reason: str | None, count_attempt: bool) -> None:
         """Back to the queue at `due` (temporary failure, closed window, daily cap, stopping)."""
         self.moved.append({
             "p_id": send_id, "p_state": "deferred" if count_attempt else "scheduled",
-            "p_due": naive(due), "p_reason": reason,
+            "p_due": naive(due), "p_reason": reason, "p_stamp": self.stamp,
         })
 
     def cancel(self, send_id: int, reason: str, *, move_on: int | None = None) -> None:
         """Never sent; `move_on` names an enrollment that takes its next step instead (the
         row's step was removed from the campaign), as `cancel_removed_steps` does."""
-        self.cancelled.append({"p_id": send_id, "p_reason": reason})
+        self.cancelled.append({"p_id": send_id, "p_reason": reason, "p_stamp": self.stamp})
         if move_on is not None:
             self.moving_on.append({"p_enrollment": move_on})
 
@@ -513,18 +514,16 @@ class Writes:
 
     def flush(self, session: Session) -> None:
         conn = session.connection()
-        stamp = {"p_stamp": self.stamp}
         if self.finished:
-            _FINISH(conn, [{**f, **stamp} for f in self.finished])
-            _NEXT_STEP(conn, [{"p_enrollment": f["p_enrollment"], "p_step": f["p_step"], **stamp}
-                              for f in self.finished])
+            _FINISH(conn, self.finished)
+            _NEXT_STEP(conn, self.next_steps)
         if self.moved:
-            _MOVE(conn, [{**m, **stamp} for m in self.moved])
+            _MOVE(conn, self.moved)
         if self.cancelled:
-            _CANCEL(conn, [{**c, **stamp} for c in self.cancelled])
+            _CANCEL(conn, self.cancelled)
         if self.moving_on:
             _MOVE_ON(conn, self.moving_on)
-        self.finished, self.moved, self.cancelled, self.moving_on = [], [], [], []
+        self.finished, self.next_steps, self.moved, self.cancelled, self.moving_on = [], [], [], [], []
 
 
 def sent_between(session: Session, campaign_id: str, start: datetime, end: datetime) -> int:
