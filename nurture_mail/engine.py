@@ -20,7 +20,7 @@ from .campaigns import Campaign
 from .config import Settings
 from .database import Database
 from .errors import TemplateError
-from .rendering import dictionary_sample, prepare_email, sender_of
+from .rendering import StepEmails, dictionary_sample, sender_of
 from .rules import evaluate
 from .schedule import DailyCounter, cap_zone_for, day_key, next_slot, zone_for
 from .segments import audience_clause
@@ -105,7 +105,8 @@ class Engine:
         self.should_stop = should_stop
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.secret = workspace.unsubscribe_secret
-        self._packers: dict[tuple[str, str, str | None], sent_messages.Packer] = {}
+        # Per (campaign, step, variant), for this beat: what its emails share, how they pack.
+        self._emails: dict[tuple[str, str, str | None], tuple[StepEmails, sent_messages.Packer]] = {}
         self._sessions = db.sessions  # while sending: pinned to one connection
 
     @property
@@ -275,15 +276,15 @@ class Engine:
 
     def _render(self, campaign: Campaign, step, row, zone, now: datetime) -> tuple[bytes, ledger.Prepared]:
         """The message, and what the ledger stores of it (packed here, outside any transaction)."""
-        prepared = prepare_email(
-            self.templates, self.settings, self.secret, campaign, step, row.variant, row.candidate,
-            message_id=row.message_id, now=now, zone=zone,
-        )
         key = (campaign.id, step.id, row.variant)
-        packer = self._packers.get(key)
-        if packer is None:
-            packer = self._packers[key] = self._packer(campaign, step, row.variant, now)
-        stored = ledger.Prepared(prepared.to_addr, prepared.rendered.subject, *packer.pack(prepared.message))
+        emails = self._emails.get(key)
+        if emails is None:
+            emails = self._emails[key] = (
+                StepEmails(self.templates, self.settings, self.secret, campaign, step, row.variant),
+                self._packer(campaign, step, row.variant, now),
+            )
+        prepared = emails[0].prepare(row.candidate, message_id=row.message_id, now=now, zone=zone)
+        stored = ledger.Prepared(prepared.to_addr, prepared.rendered.subject, *emails[1].pack(prepared.message))
         return prepared.message, stored
 
     def _packer(self, campaign: Campaign, step, variant: str | None, now: datetime) -> sent_messages.Packer:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 import random
 import secrets
-from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
+from typing import NamedTuple
 
 from .mime import (
     addr_spec,
@@ -21,6 +21,7 @@ from .mime import (
     check_msg_id,
     check_uri,
     encode_body,
+    sender_header,
     unstructured,
 )
 from .templates import RenderedEmail
@@ -33,8 +34,10 @@ def make_message_id(domain: str) -> str:
     return check_msg_id(f"{secrets.token_urlsafe(16)}@{addr_spec('x@' + domain)[2:]}")
 
 
-@dataclass(frozen=True)
-class Envelope:
+class Envelope(NamedTuple):
+    """Who a message is from and to, its ids and links: the headers beside the rendered parts
+    (a tuple: one is built per email)."""
+
     from_name: str
     from_addr: str
     to_name: str
@@ -69,11 +72,11 @@ def build_message(envelope: Envelope, email: RenderedEmail, boundary: str | None
     if envelope.date.utcoffset() is None:
         raise ValueError("Envelope.date must be timezone-aware")
     headers = [
-        address_header("From", envelope.from_name, envelope.from_addr),
+        sender_header("From", envelope.from_name, envelope.from_addr),
         address_header("To", envelope.to_name, envelope.to_addr),
     ]
     if envelope.reply_to:
-        headers.append(address_header("Reply-To", "", envelope.reply_to))
+        headers.append(sender_header("Reply-To", "", envelope.reply_to))
     headers += [
         unstructured("Subject", email.subject),
         f"Date: {_date(envelope.date)}",

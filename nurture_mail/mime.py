@@ -121,7 +121,6 @@ def _display_name_tokens(name: str, room: int) -> list[str]:
     return _encoded_words(name, room)
 
 
-@functools.lru_cache(maxsize=1024)  # the sender's headers repeat in every message
 def address_header(name: str, display_name: str, addr: str) -> str:
     """`From: "Reyes, Dana" <dana@x>` with the name encoded/quoted as needed."""
     spec = addr_spec(addr)
@@ -129,6 +128,10 @@ def address_header(name: str, display_name: str, addr: str) -> str:
     if not tokens:
         return f"{name}: {spec}"
     return fold(name, [*tokens, f"<{spec}>"])
+
+
+# The sender's headers repeat in every message (the recipient's never do: not cached).
+sender_header = functools.lru_cache(maxsize=256)(address_header)
 
 
 def angle_list(name: str, items: list[str], separator: str = "") -> str:

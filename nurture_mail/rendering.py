@@ -9,8 +9,8 @@ The candidate is the plain mapping `store.ledger.candidate_fields` returns (buil
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from .campaigns import Campaign, Step
@@ -28,8 +28,7 @@ SAMPLE_TOKEN_KEY = "00" * 16
 SAMPLE_NAMES = {"first_name": "Alex", "last_name": "Morgan"}
 
 
-@dataclass(frozen=True)
-class PreparedEmail:
+class PreparedEmail(NamedTuple):
     """A message ready to send: the rendered parts, the envelope and the RFC 5322 bytes."""
 
     to_addr: str
@@ -46,6 +45,57 @@ def sender_of(campaign: Campaign, settings: Settings) -> tuple[str, str, str | N
     return settings.sender_name, settings.sender_email, settings.reply_to
 
 
+class StepEmails:
+    """The emails of one step (in one variant): what they all share is worked out once (the
+    sender, the unsubscribe mailto, the subject and template, the context's constant parts);
+    `prepare` builds one candidate's. The sender keeps one per step for a whole beat."""
+
+    def __init__(
+        self, templates: TemplateSet, settings: Settings, secret: str, campaign: Campaign,
+        step: Step, variant: str | None,
+    ):
+        self.templates, self.secret = templates, secret
+        self.name, self.from_addr, self.reply_to = sender_of(campaign, settings)
+        self.base_url = settings.unsubscribe_base_url
+        self.mailto_addr = settings.unsubscribe_mailto or self.reply_to or self.from_addr
+        self.subject, self.template = subject_and_template(step, variant)
+        # Read-only for templates (they see views), so every email's context can share them.
+        self.shared = {
+            "sender": {"name": self.name, "email": self.from_addr},
+            "company": {"name": settings.company_name, "postal_address": settings.postal_address},
+            "campaign": {"id": campaign.id, "name": campaign.name},
+            "step": {"id": step.id, "number": step.number},
+        }
+
+    def prepare(
+        self, candidate: Mapping[str, object], *, message_id: str, now: datetime, zone: ZoneInfo,
+        boundary: str | None = None,
+    ) -> PreparedEmail:
+        """Render the step for `candidate` and build the message.
+
+        Raises TemplateError for a template that cannot render, ValueError for an address, id
+        or URL the message cannot carry.
+        """
+        token = make_token(self.secret, candidate["token_key"])  # type: ignore[arg-type]
+        https, mailto = unsubscribe_links(self.base_url, self.mailto_addr, token)
+        context = {
+            "candidate": candidate_context(candidate),
+            **self.shared,
+            "unsubscribe_url": https,
+            "today": now.astimezone(zone).date(),
+        }
+        rendered = self.templates.render(self.template, context, subject=self.subject)
+        to_name = candidate.get("full_name")
+        if not to_name:
+            first, last = candidate.get("first_name"), candidate.get("last_name")
+            to_name = f"{first} {last}" if first and last else first or last or ""
+        envelope = Envelope(
+            self.name, self.from_addr, str(to_name), str(candidate["email"]), self.reply_to,
+            message_id, now, https, mailto,
+        )
+        return PreparedEmail(envelope.to_addr, rendered, envelope, build_message(envelope, rendered, boundary))
+
+
 def prepare_email(
     templates: TemplateSet,
     settings: Settings,
@@ -60,42 +110,10 @@ def prepare_email(
     zone: ZoneInfo,
     boundary: str | None = None,
 ) -> PreparedEmail:
-    """Render `step` (in `variant`) for `candidate` and build the message.
-
-    Raises TemplateError for a template that cannot render, ValueError for an address, id or
-    URL the message cannot carry.
-    """
-    name, from_addr, reply_to = sender_of(campaign, settings)
-    token = make_token(secret, candidate["token_key"])  # type: ignore[arg-type]
-    mailto_addr = settings.unsubscribe_mailto or reply_to or from_addr
-    https, mailto = unsubscribe_links(settings.unsubscribe_base_url, mailto_addr, token)
-    subject_override, template = subject_and_template(step, variant)
-    context = {
-        "candidate": candidate_context(candidate),
-        "sender": {"name": name, "email": from_addr},
-        "company": {"name": settings.company_name, "postal_address": settings.postal_address},
-        "campaign": {"id": campaign.id, "name": campaign.name},
-        "step": {"id": step.id, "number": step.number},
-        "unsubscribe_url": https,
-        "today": now.astimezone(zone).date(),
-    }
-    rendered = templates.render(template, context, subject=subject_override)
-    to_name = candidate.get("full_name") or " ".join(
-        str(x) for x in (candidate.get("first_name"), candidate.get("last_name")) if x
-    )
-    envelope = Envelope(
-        from_name=name,
-        from_addr=from_addr,
-        to_name=str(to_name or ""),
-        to_addr=str(candidate["email"]),
-        reply_to=reply_to,
-        message_id=message_id,
-        date=now,
-        unsubscribe_https=https,
-        unsubscribe_mailto=mailto,
-    )
-    return PreparedEmail(
-        envelope.to_addr, rendered, envelope, build_message(envelope, rendered, boundary)
+    """Render `step` (in `variant`) for `candidate` and build the message (`StepEmails` for
+    one email). Raises what `StepEmails.prepare` raises."""
+    return StepEmails(templates, settings, secret, campaign, step, variant).prepare(
+        candidate, message_id=message_id, now=now, zone=zone, boundary=boundary
     )
 
 
