@@ -6,7 +6,7 @@ cold: a fresh TemplateSet per render (compile, parse, inline CSS: what the first
 a run costs). warm: one TemplateSet rendering many candidates with different names, the
 daemon's steady state; the skeleton cache is hit after the first render. uncached: the same
 warm loop through the pre-cache full path (`cache=False`), for comparison. prepare: the
-whole of `rendering.prepare_email` (context, render, envelope, RFC 5322 bytes) as the
+whole of `rendering.StepEmails.prepare` (context, render, envelope, RFC 5322 bytes) as the
 daemon's `engine._render` calls it, in a scaffold workspace with `bench/send.py`'s campaign.
 """
 
@@ -27,7 +27,7 @@ from bench.send import CAMPAIGN  # noqa: E402
 from nurture_mail.campaigns import load_campaigns  # noqa: E402
 from nurture_mail.config import load_settings  # noqa: E402
 from nurture_mail.messages import make_message_id  # noqa: E402
-from nurture_mail.rendering import prepare_email  # noqa: E402
+from nurture_mail.rendering import StepEmails  # noqa: E402
 from nurture_mail.scaffold import create_workspace  # noqa: E402
 from nurture_mail.schedule import zone_for  # noqa: E402
 from nurture_mail.templates import TemplateSet  # noqa: E402
@@ -76,7 +76,7 @@ def candidate_fields(i: int, created: datetime) -> dict[str, object]:
 
 
 def prepare(count: int, names: int) -> float:
-    """CPU seconds of `count` prepare_email calls after a warm-up, as the sender makes them."""
+    """CPU seconds of `count` StepEmails.prepare calls after a warm-up, as the sender makes them."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         create_workspace(root)
@@ -96,10 +96,11 @@ def prepare(count: int, names: int) -> float:
             for i in range(names)
         ]
 
+        emails = StepEmails(templates, settings, secret, campaign, step, None)  # one per beat
+
         def one(i: int) -> None:
             candidate, message_id = rows[i % names]
-            prepare_email(templates, settings, secret, campaign, step, None, candidate,
-                          message_id=message_id, now=now, zone=zone)
+            emails.prepare(candidate, message_id=message_id, now=now, zone=zone)
 
         for i in range(min(names, 200)):  # warm-up: compile, fill the caches
             one(i)
@@ -114,11 +115,11 @@ def main() -> None:
     parser.add_argument("--renders", type=int, default=5000)
     parser.add_argument("--names", type=int, default=1000, help="distinct candidates cycled")
     parser.add_argument("--cold", type=int, default=50, help="fresh TemplateSets timed")
-    parser.add_argument("--prepares", type=int, default=5000, help="prepare_email calls timed")
+    parser.add_argument("--prepares", type=int, default=5000, help="StepEmails.prepare calls timed")
     args = parser.parse_args()
     if args.prepares:  # printed first: `python -m bench` keeps the last three lines
         seconds = prepare(args.prepares, args.names)
-        print(f"prepare  (whole prepare_email):  {seconds / args.prepares * 1e6:8.1f} µs/email")
+        print(f"prepare  (whole StepEmails.prepare):{seconds / args.prepares * 1e6:8.1f} µs/email")
     contexts = [context(i) for i in range(args.names)]
 
     start = CLOCK()

@@ -13,6 +13,7 @@ started to leave (`DataPhaseLost`) or not (`EnvelopeLost`) when a connection bre
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -51,12 +52,15 @@ def stuff(data: bytes) -> bytes:
     return data + b".\r\n"
 
 
+_UNSAFE = re.compile("[<>\r\n\0]")  # what would break the command line
+
+
 def envelope_address(address: str, smtputf8: bool) -> tuple[bytes, bool]:
     """`<address>` as bytes for MAIL FROM / RCPT TO, and whether it needs SMTPUTF8.
 
     The address was validated when stored; this only refuses what would break the command
     line (control characters, angle brackets) instead of trusting it."""
-    if any(ch in address for ch in "<>\r\n\0") or not address or len(address) > 320:
+    if not address or len(address) > 320 or _UNSAFE.search(address) is not None:
         raise ValueError(f"address cannot be used in an SMTP envelope: {address!r}")
     if address.isascii():
         return b"<" + address.encode("ascii") + b">", False

@@ -289,10 +289,13 @@ class SmtpTransport:
         """Everything in `queue` over `wire` in one pipelined series; what it did not try
         stays queued. Returns whether the next connection counts as reused."""
         items, order = [], []
+        senders: dict[str, tuple[bytes, bool]] = {}  # a batch has one sender, or a few
         for index in queue:
             sender, recipient, data = messages[index]
             try:
-                mail_from, utf8_from = envelope_address(sender, wire.smtputf8)
+                if (mail := senders.get(sender)) is None:
+                    mail = senders[sender] = envelope_address(sender, wire.smtputf8)
+                mail_from, utf8_from = mail
                 rcpt_to, utf8_to = envelope_address(recipient, wire.smtputf8)
             except ValueError as exc:  # an address the envelope cannot carry; nothing is sent
                 results[index] = Delivery(Outcome.FAILED, None, f"cannot send: {exc}")
