@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -54,20 +55,61 @@ class Database:
 
 class PinnedSessions:
     """`sessionmaker.begin()` (a transaction, committed at the end of the `with`) on one
-    connection and one Session, reused by every transaction until `close()`."""
+    connection and one Session, reused by every transaction until `close()`.
+
+    What the pool did at each checkout is done here: a transaction that fails (a statement,
+    or the COMMIT itself, after which the driver may still be inside it) takes its connection
+    with it, and the next one opens a fresh one; on PostgreSQL a connection idle for a while
+    (the sender waiting on SMTP) is pinged first and replaced if the server dropped it."""
+
+    IDLE_PING_SECONDS = 1.0
 
     def __init__(self, engine: Engine):
-        self._connection = engine.connect()
-        self._session = Session(bind=self._connection, expire_on_commit=False)
+        self._engine = engine
+        self._ping = engine.dialect.name != "sqlite"
+        self._connection: Connection | None = None
+        self._session: Session | None = None
+        self._used = 0.0
 
     @contextmanager
     def begin(self) -> Iterator[Session]:
-        with self._session.begin():
-            yield self._session
+        if self._connection is not None and self._ping and (
+            time.monotonic() - self._used > self.IDLE_PING_SECONDS and not self._alive()
+        ):
+            self._discard()
+        if self._connection is None:
+            self._connection = self._engine.connect()
+            self._session = Session(bind=self._connection, expire_on_commit=False)
+        try:
+            with self._session.begin():
+                yield self._session
+        except BaseException:
+            self._discard()
+            raise
+        finally:
+            self._used = time.monotonic()
+
+    def _alive(self) -> bool:
+        try:
+            return bool(self._engine.dialect.do_ping(self._connection.connection.dbapi_connection))
+        except Exception:  # noqa: BLE001 - any failure means: use another connection
+            return False
+
+    def _discard(self) -> None:
+        session, connection = self._session, self._connection
+        self._session = self._connection = None
+        if session is not None:
+            session.close()
+        if connection is not None:
+            connection.invalidate()  # never back to the pool: its state is unknown
+            connection.close()
 
     def close(self) -> None:
-        self._session.close()
-        self._connection.close()
+        if self._session is not None:
+            self._session.close()
+        if self._connection is not None:
+            self._connection.close()
+        self._session = self._connection = None
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -124,13 +124,34 @@ _SAMPLE_MESSAGE_ID = "dictionary@nurture-mail.invalid"
 _SAMPLE_BOUNDARY = "=_" + "0" * 32
 
 
+# Who the dictionary's email is to: audience rules can name a real person (`email: {in: [...]}`,
+# `last_name: {eq: ...}`), and the dictionary outlives any `forget`. So the sample never
+# carries an address or a name from the rules, whatever they say.
+_ANONYMOUS = {"email": "someone@example.invalid", "first_name": "Alex", "last_name": "Morgan",
+              "full_name": "Alex Morgan"}
+
+
+def _anonymous(candidate: dict[str, object]) -> dict[str, object]:
+    def scrub(value: object) -> object:
+        if isinstance(value, str) and "@" in value:
+            return _ANONYMOUS["email"]
+        if isinstance(value, list | tuple):
+            return [scrub(item) for item in value]
+        return value
+
+    out = {key: scrub(value) for key, value in candidate.items() if key != "attributes"}
+    out["attributes"] = {key: scrub(value) for key, value in candidate["attributes"].items()}  # type: ignore[union-attr]
+    out.update(_ANONYMOUS)
+    return out
+
+
 def dictionary_sample(
     templates: TemplateSet, settings: Settings, secret: str, campaign: Campaign, step: Step,
     variant: str | None,
 ) -> bytes:
     """`step`'s email for a synthetic candidate (`sample_candidate`): what the step's real
     emails are packed against. Raises what `prepare_email` raises."""
-    candidate = sample_candidate(campaign, step, now=_SAMPLE_MOMENT, names=True)
+    candidate = _anonymous(sample_candidate(campaign, step, now=_SAMPLE_MOMENT, names=True))
     return prepare_email(
         templates, settings, secret, campaign, step, variant, candidate,
         message_id=_SAMPLE_MESSAGE_ID, now=_SAMPLE_MOMENT, zone=ZoneInfo("UTC"),

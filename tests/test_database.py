@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
@@ -60,9 +61,11 @@ def test_migrations_build_exactly_the_models_schema(db_url):
         db.dispose()
 
 
-def test_upgrade_moves_messages_kept_in_the_ledger_to_sent_messages(db_url):
+@pytest.mark.parametrize("half_done", [False, True], ids=["fresh", "after-a-half-done-upgrade"])
+def test_upgrade_moves_messages_kept_in_the_ledger_to_sent_messages(db_url, half_done):
     """0001 kept each message in sends.body; 0002 moves them to sent_messages, unchanged
-    (they still unpack), and drops the column."""
+    (they still unpack), and drops the column; it also completes an upgrade that stopped
+    after creating its tables (SQLite runs DDL outside the transaction)."""
     import zlib
     from datetime import datetime
 
@@ -87,6 +90,12 @@ def test_upgrade_moves_messages_kept_in_the_ledger_to_sent_messages(db_url):
                     "due_at, message_id, data_started, attempts, body, created_at, updated_at) VALUES "
                     "(:id, 1, 'c', 1, :step, 1, 'sent', :now, :mid, true, 1, :body, :now, :now)"),
                     {"id": sid, "step": f"s{sid}", "mid": f"m{sid}@x", "body": body, "now": now})
+        if half_done:  # an earlier upgrade stopped after creating the new tables
+            with engine.begin() as conn:
+                conn.exec_driver_sql("CREATE TABLE message_dictionaries (id INTEGER PRIMARY KEY)")
+                conn.exec_driver_sql("CREATE TABLE sent_messages (send_id INTEGER PRIMARY KEY, "
+                                     "dictionary_id INTEGER, body BYTEA NOT NULL)"
+                                     .replace("BYTEA", "BLOB" if db_url.startswith("sqlite") else "BYTEA"))
         db = open_database(db_url)  # upgrades to the head
         try:
             with db.engine.connect() as conn:
@@ -98,3 +107,104 @@ def test_upgrade_moves_messages_kept_in_the_ledger_to_sent_messages(db_url):
             db.dispose()
     finally:
         engine.dispose()
+
+
+def test_downgrade_puts_every_message_back_in_its_ledger_row(tmp_path, db_url):
+    """0002 -> 0001: messages packed against a dictionary are unpacked and stored plain in
+    sends.body, as 0001 read them."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import create_engine, text
+
+    from nurture_mail.store import sent_messages
+    from nurture_mail.store.sent_messages import unpack
+    from nurture_mail.testing import SmtpSink
+
+    from .delivery_env import DeliveryEnv
+
+    mon = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
+    sink = SmtpSink().start()
+    env = DeliveryEnv.create(tmp_path / "ws", db_url, sink)
+    try:
+        env.import_csv("email,first_name,status\na@example.com,Ann,rejected\nb@example.com,Bo,rejected\n", mon)
+        t = mon
+        while len(sink.received) < 2 and t < mon + timedelta(days=4):
+            env.tick(t)
+            t += timedelta(hours=1)
+        db = open_database(db_url)
+        with db.sessions.begin() as session:
+            kept = sent_messages.read(session, [s.id for s in env.sends()])
+            dictionaries = session.execute(text("SELECT count(*) FROM sent_messages "
+                                                "WHERE dictionary_id IS NOT NULL")).scalar()
+        db.dispose()
+        assert len(kept) == 2 and dictionaries == 2
+        engine = create_engine(db_url)
+        try:
+            with engine.begin() as conn:
+                from alembic import command
+
+                cfg = Config()
+                cfg.set_main_option("script_location", str(MIGRATIONS))
+                cfg.attributes["connection"] = conn
+                command.downgrade(cfg, "0001")
+            with engine.connect() as conn:
+                back = dict(conn.execute(text("SELECT id, body FROM sends WHERE body IS NOT NULL")).all())
+            assert {sid: unpack(body) for sid, body in back.items()} == kept
+        finally:
+            engine.dispose()
+    finally:
+        env.close()
+        sink.stop()
+
+
+def test_a_pinned_connection_does_not_carry_a_failed_commit_into_the_next_transaction(tmp_path):
+    """A COMMIT that fails (a deferred foreign key here) can leave the driver inside the
+    transaction: the next transaction must start clean on a new connection, not join it."""
+    import pytest
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import IntegrityError
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    db = open_database(url)
+    try:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+            conn.exec_driver_sql("CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER "
+                                 "REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)")
+        pinned = db.pinned_sessions()
+        with pytest.raises(IntegrityError), pinned.begin() as session:
+            session.execute(text("INSERT INTO child (parent_id) VALUES (99)"))
+        with pinned.begin() as session:
+            session.execute(text("INSERT INTO parent (id) VALUES (1)"))
+        pinned.close()
+        other = create_engine(url)
+        with other.connect() as conn:
+            rows = (conn.exec_driver_sql("SELECT count(*) FROM parent").scalar(),
+                    conn.exec_driver_sql("SELECT count(*) FROM child").scalar())
+        other.dispose()
+        assert rows == (1, 0)
+    finally:
+        db.dispose()
+
+
+def test_a_pinned_postgresql_connection_dropped_by_the_server_is_replaced(pg_url):
+    """What pool_pre_ping did at each checkout: a connection the server dropped while the
+    sender waited is found dead before the next transaction and replaced."""
+    from sqlalchemy import create_engine, text
+
+    db = open_database(pg_url)
+    admin = create_engine(pg_url)
+    try:
+        pinned = db.pinned_sessions()
+        pinned.IDLE_PING_SECONDS = 0  # ping before every transaction (no waiting in a test)
+        with pinned.begin() as session:
+            first = session.execute(text("SELECT pg_backend_pid()")).scalar()
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        with pinned.begin() as session:
+            second = session.execute(text("SELECT pg_backend_pid()")).scalar()
+        assert second != first
+        pinned.close()
+    finally:
+        admin.dispose()
+        db.dispose()

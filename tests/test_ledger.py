@@ -143,3 +143,34 @@ def test_mark_data_started_is_fenced_by_the_claim(tmp_path, db_url):
     finally:
         env.close()
         sink.stop()
+
+
+def test_the_dictionary_sample_never_carries_a_person_named_by_the_audience(tmp_path):
+    """Audience rules may name a real person; the step's dictionary (kept for good, beyond any
+    `forget`) holds neither the address, its local part nor the name."""
+    from nurture_mail.campaigns import load_campaigns
+    from nurture_mail.config import load_settings
+    from nurture_mail.rendering import dictionary_sample
+    from nurture_mail.scaffold import create_workspace
+    from nurture_mail.templates import TemplateSet
+
+    root = tmp_path / "ws"
+    create_workspace(root)
+    for path in (root / "campaigns").glob("*.yaml"):
+        path.unlink()
+    (root / "campaigns" / "one.yaml").write_text(
+        "id: one\nname: One\n"
+        "audience:\n  status: [rejected]\n"
+        "  where:\n    email: {in: [zed.forgetme@example.com]}\n    first_name: {eq: Zed}\n"
+        "    last_name: {eq: Forgetme}\n    full_name: {eq: Zed Forgetme}\n"
+        "    backup: {eq: zed.forgetme@example.org}\n"
+        "steps:\n  - {id: thank-you, wait: 1d, template: thank-you}\n"
+    )
+    settings = load_settings(root / "nurture.toml", env={}, cwd=root)
+    templates = TemplateSet(root / "templates")
+    (campaign,), errors = load_campaigns(root / "campaigns", template_exists=templates.exists)
+    assert not errors, errors
+    sample = dictionary_sample(templates, settings, "secret", campaign, campaign.steps[0], None)
+    assert b"Thank you" in sample  # the step's email, rendered
+    for word in (b"forgetme", b"Forgetme", b"Zed"):
+        assert word not in sample

@@ -234,9 +234,11 @@ class ExecuteMany:
         if plan is None or any(row.keys() != plan.keys for row in rows):
             return conn.execute(self.stmt, list(rows))
         params = plan.params(rows)
-        # The driver's cursor itself: SQLAlchemy's execution context (events, result wrapping)
-        # costs more than SQLite's work for a group's rows. Same connection and transaction;
-        # errors come out as SQLAlchemy's, as through `exec_driver_sql`.
+        if dialect.name != "sqlite" or not conn.in_transaction():
+            return conn.exec_driver_sql(plan.sql, params)
+        # Inside a transaction on SQLite: the driver's cursor itself. SQLAlchemy's execution
+        # context (events, result wrapping) costs more than SQLite's work for a group's rows.
+        # Same connection and transaction; errors come out as SQLAlchemy's.
         cursor = conn.connection.driver_connection.cursor()
         try:
             cursor.executemany(plan.sql, params)
@@ -272,8 +274,8 @@ class _RowPlan:
 
     def params(self, rows: Sequence[Mapping]) -> list:
         # Each row's values in C (itemgetter); then the statement's literals in their places
-        # and the values that need a processor (datetimes, as text on SQLite), a value seen
-        # before in the batch (its stamp) processed once.
+        # and the values that need a processor (datetimes, as text on SQLite), a naive
+        # datetime seen before in the batch (its stamp) processed once.
         params = list(map(self.take, rows))
         literals, processed = self.literals, self.processed
         if not literals and not processed:
@@ -285,11 +287,11 @@ class _RowPlan:
                 values.insert(at, value)
             for at, proc in processed:
                 value = values[at]
-                try:
-                    done = seen[at, value]
-                except KeyError:
-                    done = seen[at, value] = proc(value)
-                except TypeError:  # unhashable: process it each time
+                if value.__class__ is datetime and value.tzinfo is None:  # the batch's stamp
+                    done = seen.get(value)
+                    if done is None:
+                        done = seen[value] = proc(value)
+                else:
                     done = proc(value)
                 values[at] = done
             params[number] = tuple(values)
