@@ -288,9 +288,9 @@ class _RowPlan:
             for at, proc in processed:
                 value = values[at]
                 if value.__class__ is datetime and value.tzinfo is None:  # the batch's stamp
-                    done = seen.get(value)
+                    done = seen.get((at, value))
                     if done is None:
-                        done = seen[value] = proc(value)
+                        done = seen[at, value] = proc(value)
                 else:
                     done = proc(value)
                 values[at] = done
