@@ -35,7 +35,6 @@ except ImportError:  # pragma: no cover
     _loop_factory = None
 
 INFLIGHT_PER_CONNECTION = 4
-_STEP_REMOVED = "step removed from the campaign"
 BACKOFF_BASE = timedelta(minutes=5)
 BACKOFF_CAP = timedelta(hours=6)
 
@@ -231,11 +230,11 @@ class Engine:
             elif (cand["status"] or "") == "hired":
                 reason = "hired"
             elif step is None:
-                reason = _STEP_REMOVED
+                reason = ledger.STEP_REMOVED
             if reason:
                 # A row of a removed step reaches here when it was claimed while the file changed
                 # and its lease ran out: its enrollment moves on, as `cancel_removed_steps` does.
-                writes.cancel(row.send_id, reason, move_on=row.enrollment_id if reason == _STEP_REMOVED else None)
+                writes.cancel(row.send_id, reason, move_on=row.enrollment_id if reason == ledger.STEP_REMOVED else None)
                 report.cancelled += 1
                 continue
             zone = zone_for(campaign.schedule, cand["timezone"], self.settings.default_timezone)

@@ -127,8 +127,8 @@ _SAMPLE_BOUNDARY = "=_" + "0" * 32
 # Who the dictionary's email is to: audience rules can name a real person (`email: {in: [...]}`,
 # `last_name: {eq: ...}`), and the dictionary outlives any `forget`. So the sample never
 # carries an address or a name from the rules, whatever they say.
-_ANONYMOUS = {"email": "someone@example.invalid", "first_name": "Alex", "last_name": "Morgan",
-              "full_name": "Alex Morgan"}
+_ANONYMOUS = {**SAMPLE_NAMES, "email": "someone@example.invalid",
+              "full_name": " ".join(SAMPLE_NAMES.values())}
 
 
 def _anonymous(candidate: dict[str, object]) -> dict[str, object]:

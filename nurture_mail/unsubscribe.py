@@ -35,11 +35,15 @@ def _signer(secret: str) -> hmac.HMAC:
     return hmac.new(secret.encode(), digestmod=hashlib.sha256)
 
 
-def make_token(secret: str, token_key: str) -> str:
-    key = bytes.fromhex(token_key)
+def _tag(secret: str, key: bytes) -> bytes:
     signer = _signer(secret).copy()
     signer.update(key)
-    return _b64(key + signer.digest()[:TAG_BYTES])
+    return signer.digest()[:TAG_BYTES]
+
+
+def make_token(secret: str, token_key: str) -> str:
+    key = bytes.fromhex(token_key)
+    return _b64(key + _tag(secret, key))
 
 
 def read_token(secret: str, token: str) -> str | None:
@@ -53,8 +57,7 @@ def read_token(secret: str, token: str) -> str | None:
     if len(raw) <= TAG_BYTES:
         return None
     key, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
-    expected = hmac.digest(secret.encode(), key, "sha256")[:TAG_BYTES]
-    if not hmac.compare_digest(tag, expected):
+    if not hmac.compare_digest(tag, _tag(secret, key)):
         return None
     return key.hex()
 

@@ -251,6 +251,14 @@ steps:
 """
 
 
+def _hello_placed(run_cli) -> None:
+    """The two-step campaign, its candidates imported and `hello` placed for them."""
+    sources({"alumni.yaml": TWO_STEPS.format(first="hello")},
+            {"hello.md": HELLO.format(body="Hi."), "_signature.md": SIGNATURE})
+    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
+    assert run_cli("--now", "2027-03-01T12:00:00Z", "tick").exit_code == 0  # hello placed
+
+
 def _outbox() -> list[Path]:
     return sorted(Path("outbox/new").glob("*"))
 
@@ -279,10 +287,7 @@ def test_a_renamed_step_that_was_sent_is_a_warning_saying_who_gets_it_again(work
 
 
 def test_a_removed_step_with_sends_waiting_says_they_will_be_cancelled(workspace, run_cli):
-    sources({"alumni.yaml": TWO_STEPS.format(first="hello")},
-            {"hello.md": HELLO.format(body="Hi."), "_signature.md": SIGNATURE})
-    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
-    assert run_cli("--now", "2027-03-01T12:00:00Z", "tick").exit_code == 0  # hello placed
+    _hello_placed(run_cli)
     placed = run_cli("--now", "2027-03-01T12:00:00Z", "plan", "--format", "json")
     waiting = placed.stdout.count('"step": "hello"')
     assert waiting > 0
@@ -307,10 +312,7 @@ def _quiet_about(step: str, now: str, run_cli) -> bool:
 
 
 def test_the_removed_step_warning_goes_away_once_everyone_has_moved_on(workspace, run_cli):
-    sources({"alumni.yaml": TWO_STEPS.format(first="hello")},
-            {"hello.md": HELLO.format(body="Hi."), "_signature.md": SIGNATURE})
-    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
-    assert run_cli("--now", "2027-03-01T12:00:00Z", "tick").exit_code == 0  # hello placed
+    _hello_placed(run_cli)
     assert run_cli("--now", "2027-03-03T12:00:00Z", "tick").exit_code == 0  # hello goes out
     had = len(_outbox())
     assert had > 0
@@ -342,10 +344,7 @@ def _ledger(db_url: str, sql: str, **params) -> list[tuple]:
 
 
 def test_claimed_sends_of_a_removed_step_are_in_flight_not_cancelled(workspace, run_cli, db_url):
-    sources({"alumni.yaml": TWO_STEPS.format(first="hello")},
-            {"hello.md": HELLO.format(body="Hi."), "_signature.md": SIGNATURE})
-    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
-    assert run_cli("--now", "2027-03-01T12:00:00Z", "tick").exit_code == 0  # hello placed
+    _hello_placed(run_cli)
     rows = _ledger(db_url, "SELECT id FROM sends WHERE step_id = 'hello' ORDER BY id")
     assert len(rows) > 1
     in_flight = rows[0][0]
@@ -390,10 +389,7 @@ def test_claimed_sends_of_a_removed_step_are_in_flight_not_cancelled(workspace, 
 
 
 def test_a_removed_last_step_says_its_candidates_complete(workspace, run_cli, db_url):
-    sources({"alumni.yaml": TWO_STEPS.format(first="hello")},
-            {"hello.md": HELLO.format(body="Hi."), "_signature.md": SIGNATURE})
-    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
-    assert run_cli("--now", "2027-03-01T12:00:00Z", "tick").exit_code == 0  # hello placed
+    _hello_placed(run_cli)
     assert run_cli("--now", "2027-03-03T12:00:00Z", "tick").exit_code == 0  # hello goes out
     assert run_cli("--now", "2027-03-03T13:00:00Z", "tick").exit_code == 0  # `later` placed
     waiting = _ledger(db_url, "SELECT COUNT(*) FROM sends WHERE step_id = 'later'")[0][0]
@@ -414,10 +410,7 @@ def test_a_removed_last_step_says_its_candidates_complete(workspace, run_cli, db
 def test_a_paused_campaign_keeps_the_warning_until_the_daemon_places_the_next_step(
     workspace, run_cli, db_url
 ):
-    sources({"alumni.yaml": TWO_STEPS.format(first="hello")},
-            {"hello.md": HELLO.format(body="Hi."), "_signature.md": SIGNATURE})
-    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
-    assert run_cli("--now", "2027-03-01T12:00:00Z", "tick").exit_code == 0  # hello placed
+    _hello_placed(run_cli)
     placed = _ledger(db_url, "SELECT COUNT(*) FROM sends WHERE step_id = 'hello'")[0][0]
     paused = TWO_STEPS.format(first="hello").replace(
         "  - id: hello\n    wait: 1d\n    template: hello\n", "").replace(
@@ -441,10 +434,7 @@ def test_the_next_step_prediction_reads_in_chunks_and_asks_once_per_progress(
 ):
     from nurture_mail import checking, sequencing
 
-    sources({"alumni.yaml": TWO_STEPS.format(first="hello")},
-            {"hello.md": HELLO.format(body="Hi."), "_signature.md": SIGNATURE})
-    assert run_cli("candidates", "import", "candidates.csv").exit_code == 0
-    assert run_cli("--now", "2027-03-01T12:00:00Z", "tick").exit_code == 0  # hello placed
+    _hello_placed(run_cli)
     assert run_cli("--now", "2027-03-03T12:00:00Z", "tick").exit_code == 0  # hello goes out
     had = len(_outbox())
     assert had > 3

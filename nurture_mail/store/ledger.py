@@ -47,6 +47,7 @@ ACTIVE_ENROLLMENT = ("active", "paused")
 PENDING_STATES = ("scheduled", "claimed", "deferred")
 FINAL_STATES = ("sent", "failed", "skipped", "cancelled", "unknown")
 SENT_LIKE = ("sent", "unknown", "claimed")  # count against a daily cap
+STEP_REMOVED = "step removed from the campaign"  # why a removed step's rows are cancelled
 
 
 def naive(moment: datetime) -> datetime:
@@ -247,7 +248,7 @@ def cancel_removed_steps(session: Session, campaign_id: str, step_ids: list[str]
     session.execute(
         update(Send)
         .where(removed)
-        .values(state="cancelled", reason="step removed from the campaign", updated_at=stamp)
+        .values(state="cancelled", reason=STEP_REMOVED, updated_at=stamp)
     )
     session.execute(
         update(Enrollment)
