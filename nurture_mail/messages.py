@@ -15,6 +15,7 @@ from email.utils import format_datetime
 from typing import NamedTuple
 
 from .mime import (
+    CrlfBytes,
     addr_spec,
     address_header,
     angle_list,
@@ -65,8 +66,8 @@ def _date(when: datetime) -> str:
     return format_datetime(when)
 
 
-def build_message(envelope: Envelope, email: RenderedEmail, boundary: str | None = None) -> bytes:
-    """The complete message. Raises ValueError for an address, id or URL it cannot write.
+def build_message(envelope: Envelope, email: RenderedEmail, boundary: str | None = None) -> CrlfBytes:
+    """The complete message, CRLF throughout. Raises ValueError for an address, id or URL it cannot write.
 
     `boundary` fixes the MIME boundary (checked like a random one); random by default."""
     if envelope.date.utcoffset() is None:
@@ -104,7 +105,7 @@ def build_message(envelope: Envelope, email: RenderedEmail, boundary: str | None
         boundary = _boundary()
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
     delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
-    return b"".join((
+    return CrlfBytes(b"".join((
         "\r\n".join(headers).encode("ascii"),
         b"\r\n",
         delimiter,
@@ -116,4 +117,4 @@ def build_message(envelope: Envelope, email: RenderedEmail, boundary: str | None
         b"Content-Transfer-Encoding: " + html_cte.encode("ascii") + b"\r\n\r\n",
         html,
         f"\r\n--{boundary}--\r\n".encode("ascii"),
-    ))
+    )))

@@ -28,6 +28,14 @@ _MSG_ID_LEFT = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+")
 _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
+class CrlfBytes(bytes):
+    """Message bytes whose every line ends CRLF, with no CR or LF anywhere else: what
+    `messages.build_message` writes (its property tests hold it to that). The SMTP writer
+    takes them as they are instead of counting line ends through the whole message again."""
+
+    __slots__ = ()
+
+
 def clean_header_text(value: str) -> str:
     """What a subject or display name becomes in a header: one line, trimmed."""
     if value.isprintable() and "  " not in value:  # the usual case: " " is its only space

@@ -17,6 +17,8 @@ import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from .mime import CrlfBytes
+
 MAX_LINE = 4096  # RFC 5321 allows 512 octets per reply line; be generous, never unbounded
 MAX_PENDING = 64 * 1024
 _RESOLUTION = 1e-3  # a timer that fires this close to its deadline has met it
@@ -40,9 +42,10 @@ class DataPhaseLost(WireError):
 
 def stuff(data: bytes) -> bytes:
     """The DATA payload: CRLF line ends, leading dots doubled (RFC 5321 4.5.2), the final dot."""
-    crlf = data.count(b"\r\n")  # counting, not copying: every CR and LF in a CRLF pair
-    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if type(data) is not CrlfBytes:
+        crlf = data.count(b"\r\n")  # counting, not copying: every CR and LF in a CRLF pair
+        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if data.startswith(b"."):
         data = b"." + data
     if b"\r\n." in data:

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nurture_mail.messages import Envelope, build_message, make_message_id
-from nurture_mail.mime import clean_header_text, encode_body
+from nurture_mail.mime import CrlfBytes, clean_header_text, encode_body
+from nurture_mail.smtp_wire import stuff
 from nurture_mail.templates import RenderedEmail
 
 BASE_HEADERS = {
@@ -224,6 +225,9 @@ def test_round_trip(from_name, to_name, to_addr, subject, text, html, threaded):
     )
     raw = build_message(env, RenderedEmail(subject, text, html))
     assert_well_formed(raw)
+    # Marked CRLF throughout, so the SMTP writer skips its own line-end pass: the same payload.
+    assert type(raw) is CrlfBytes
+    assert stuff(raw) == stuff(bytes(raw))
     msg = parse(raw)
     expected = BASE_HEADERS | ({"In-Reply-To", "References"} if threaded else set())
     assert set(msg.keys()) == expected
