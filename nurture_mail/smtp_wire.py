@@ -99,6 +99,9 @@ class Wire(asyncio.Protocol):
         self.deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        # The loop the conversation runs on, looked up once: asyncio.get_running_loop() makes
+        # a getpid() system call each time (CPython 3.11), a few per message.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -149,9 +152,15 @@ class Wire(asyncio.Protocol):
             self.waiter.set_result(None)
 
     # -- time limits ---------------------------------------------------------------------------
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     def _within(self, seconds: float | None) -> None:
         """The replies awaited from now on must come within `seconds` (None: no limit)."""
-        self.deadline = None if seconds is None else asyncio.get_running_loop().time() + seconds
+        self.deadline = None if seconds is None else self._running_loop().time() + seconds
 
     def _expired(self, loop: asyncio.AbstractEventLoop) -> bool:
         # Timers may fire a hair early; the loop's clock resolution is what it promises.
@@ -161,7 +170,7 @@ class Wire(asyncio.Protocol):
         self._timer = None
         if self.deadline is None:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         if self._expired(loop):
             if self.waiter is not None and not self.waiter.done():
                 self.waiter.set_result(None)  # `reply` sees the deadline passed
@@ -185,7 +194,7 @@ class Wire(asyncio.Protocol):
         while not self.replies:
             if self.lost is not None:
                 raise WireError(str(self.lost) or type(self.lost).__name__)
-            loop = asyncio.get_running_loop()
+            loop = self._running_loop()
             if self.deadline is not None:
                 if self._expired(loop):
                     raise TimeoutError(f"no SMTP reply within {self.timeout:g} s")
