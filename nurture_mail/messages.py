@@ -8,6 +8,7 @@ product promises: Message-ID, List-Unsubscribe (https + mailto) and List-Unsubsc
 from __future__ import annotations
 
 import functools
+import os
 import random
 import secrets
 from datetime import datetime
@@ -55,6 +56,8 @@ class Envelope(NamedTuple):
 # A boundary only has to differ from every line of the parts (checked below); it carries no
 # secret, so a seeded PRNG does instead of a system call per message.
 _BOUNDARY_RANDOM = random.Random(secrets.randbits(64))
+if hasattr(os, "register_at_fork"):  # a forked sender (`run --workers`) draws its own
+    os.register_at_fork(after_in_child=lambda: _BOUNDARY_RANDOM.seed(secrets.randbits(64)))
 
 
 def _boundary() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from email import policy
@@ -343,3 +344,20 @@ def test_header_text_shortcuts_match_the_general_path():
         assert unstructured("Subject", value) == reference("Subject", value)
 
     check()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is what `run --workers` uses on Linux")
+def test_a_forked_sender_draws_its_own_boundaries():
+    from nurture_mail import messages
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, messages._boundary().encode("ascii"))
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as pipe:
+        child = pipe.read().decode("ascii")
+    assert re.fullmatch(r"=_[0-9a-f]{32}", child)
+    assert child != messages._boundary()  # the parent's next one: same state without a reseed
