@@ -178,7 +178,7 @@ def serve_forever(
     `workers` > 1 starts that many sender processes in all (this one included) under the one
     lock: claims are atomic on both databases, so they share the queue without duplicates.
     `spawn` is (config path, database url, --now, verbose) for the helpers; a helper holds no
-    lock and leaves the inbox to the parent.
+    lock, leaves the inbox to the parent and neither enrols nor schedules: it sends.
     """
     import multiprocessing
 
@@ -201,7 +201,7 @@ def serve_forever(
         workspace = watcher.current()
         engine = Engine(
             settings, db, workspace, make_transport(settings),
-            clock=clock, owner=owner, should_stop=daemon.stopping.is_set,
+            clock=clock, owner=owner, should_stop=daemon.stopping.is_set, sender_only=helper,
         )
         report = engine.tick(clock())
         log.info("tick: %s", report.summary())

@@ -95,6 +95,7 @@ class Engine:
         clock: Callable[[], datetime],
         owner: str | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        sender_only: bool = False,
     ):
         self.settings = settings
         self.db = db
@@ -103,6 +104,8 @@ class Engine:
         self.clock = clock
         self.owner = owner or new_owner()
         self.should_stop = should_stop
+        # A helper of `run --workers`: the daemon it helps enrols and schedules; it only sends.
+        self.sender_only = sender_only
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.secret = workspace.unsubscribe_secret
         # Per (campaign, step, variant), for this beat: what its emails share, how they pack.
@@ -123,12 +126,13 @@ class Engine:
         report = TickReport()
         stamp = ledger.naive(now)
         with self.db.sessions.begin() as session:
-            for c in self.campaigns:
-                ledger.sync_campaign(session, c.id, c.name, c.status, [s.id for s in c.steps], stamp)
+            if not self.sender_only:
+                for c in self.campaigns:
+                    ledger.sync_campaign(session, c.id, c.name, c.status, [s.id for s in c.steps], stamp)
             report.requeued, unknown = ledger.reap_expired(session, stamp)
             report.unknown += unknown
         for campaign in self.campaigns:
-            if campaign.status != "active":
+            if campaign.status != "active" or self.sender_only:
                 continue
             with self.db.sessions.begin() as session:
                 report.enrolled += enrolment.enrol(

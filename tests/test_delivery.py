@@ -82,6 +82,23 @@ def test_second_tick_at_the_same_time_sends_nothing(env, sink):
     assert len(sink.received) == count
 
 
+def test_a_helper_sender_sends_what_is_due_and_leaves_enrolling_and_scheduling(env, sink):
+    # A helper of `run --workers` (sender_only): nothing to send before the daemon enrols.
+    helper = env.tick(MON, sender_only=True)
+    assert (helper.enrolled, helper.scheduled, helper.sent) == (0, 0, 0)
+    assert env.sends() == []
+    daemon = env.tick(MON)
+    assert (daemon.enrolled, daemon.scheduled) == (3, 3)
+    # Once rows are due, the helper sends them; the next steps are the daemon's to place.
+    at = MON + timedelta(days=2, hours=10)  # Wed 10:00 UTC: inside every zone's window or deferred
+    helper = env.tick(at, sender_only=True)
+    assert helper.sent + helper.rescheduled == 3 and helper.sent >= 1
+    assert len(sink.received) == helper.sent
+    assert helper.scheduled == 0
+    assert {s.step_id for s in env.sends()} == {"thank-you"}  # no check-in placed yet
+    assert env.tick(at).scheduled == helper.sent  # the daemon places them
+
+
 def test_a_whole_sequence_is_sent_once_each(env, sink):
     run_days(env, MON, 40, every=timedelta(hours=3))
     ids = sink.message_ids()
