@@ -14,8 +14,6 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from email_validator import EmailNotValidError, validate_email
-
 from .durations import parse_instant
 from .errors import NurtureError
 
@@ -63,9 +61,13 @@ class CandidateRecord:
 _PLAIN_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 
 
+# email_validator is imported where it is used: its import (~20 ms of compiled patterns) is
+# the daemon's to skip, which reaches this module through the store but validates nothing.
 @lru_cache(maxsize=8192)
 def _checked_domain(domain: str) -> str:
     """Domain validation is the costly part and real pools share few domains: do it once each."""
+    from email_validator import validate_email
+
     result = validate_email("x@" + domain, check_deliverability=False, allow_smtputf8=False)
     return (result.ascii_domain or result.domain).lower()
 
@@ -83,10 +85,12 @@ def normalise_email(raw: str) -> str:
     if at and len(local) <= 64 and _PLAIN_LOCAL.match(local):
         try:
             address = f"{local.lower()}@{_checked_domain(domain)}"
-        except EmailNotValidError:
+        except ValueError:  # EmailNotValidError is one
             address = ""  # let the full validator word the error
         if address and len(address) <= 254:
             return address
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         result = validate_email(text, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:

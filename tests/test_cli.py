@@ -64,6 +64,16 @@ def test_help_starts_without_the_database_layer():
     assert not {"sqlalchemy", "rich", "jinja2", "email_validator", "nurture_mail.models"} & loaded
 
 
+def test_the_sender_loads_no_address_validator():
+    # The daemon and its engine validate no addresses: email_validator's import stays with
+    # the commands that do (import, suppress), off the startup of `nurture run`.
+    code = "import json, sys\nimport nurture_mail.daemon, nurture_mail.engine\nprint(json.dumps(sorted(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(run.stdout.splitlines()[-1]))
+    assert "nurture_mail.candidates" in loaded  # reached through the store ...
+    assert "email_validator" not in loaded  # ... without the validator
+
+
 def test_import_list_show_through_the_cli(workspace, run_cli):
     result = run_cli("candidates", "import", "candidates.csv")
     assert result.exit_code == 0, result.stderr
