@@ -228,6 +228,8 @@ def serve_forever(
             children.append(child)
     log.info("nurture run: %s, %d sender(s), ticking every %ss (owner %s)",
              db.dialect, 1 + len(children), settings.tick_seconds, owner)
+    if helper:
+        threading.Thread(target=_stop_when_orphaned, args=(os.getppid(), daemon), daemon=True).start()
     try:
         daemon.run()
     finally:
@@ -238,6 +240,15 @@ def serve_forever(
         if lock is not None:
             lock.release()
     log.info("stopped")
+
+
+def _stop_when_orphaned(parent: int, daemon: Daemon) -> None:
+    """A helper whose daemon was killed (kill -9) would go on sending with no one to stop it,
+    beside the daemon started next: it stops, as on SIGTERM, once its parent is gone."""
+    while not daemon.stopping.wait(1.0):
+        if os.getppid() != parent:
+            log.warning("the daemon this sender helped is gone: stopping")
+            daemon.stop()
 
 
 def _helper_start_method() -> str:

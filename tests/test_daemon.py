@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -123,3 +125,37 @@ def test_run_with_two_workers_shares_the_queue_without_duplicates(env):
     ids = env.sink.message_ids()
     assert len(ids) == len(set(ids)) == 30
     assert {s.state for s in env.sends()} == {"sent"}
+
+
+def test_a_helper_stops_when_its_daemon_is_killed(env):
+    subprocess.run(nurture(env, "--now", T0.isoformat(), "tick"), cwd=env.root, check=True, capture_output=True)
+    proc = subprocess.Popen(nurture(env, "--now", (T0 + timedelta(hours=1)).isoformat(), "run", "--workers", "2"),
+                            cwd=env.root, stderr=subprocess.DEVNULL)
+    helper = None
+    try:
+        def helper_started() -> bool:
+            nonlocal helper
+            children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+            helper = int(children[0]) if children else None
+            return helper is not None
+        assert wait_for(helper_started), "no helper process"
+        assert wait_for(lambda: len(env.sink.received) >= 30), "daemon did not send"
+        proc.kill()  # kill -9: the helper is orphaned
+        proc.wait(timeout=10)
+
+        def helper_gone() -> bool:
+            # an exited orphan is reaped by init; until then it is a zombie, which counts as gone
+            try:
+                with open(f"/proc/{helper}/stat") as stat:
+                    return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+        assert wait_for(helper_gone, seconds=20), "the orphaned helper kept running"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if helper is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(helper, signal.SIGKILL)
+    ids = env.sink.message_ids()
+    assert len(ids) == len(set(ids))
