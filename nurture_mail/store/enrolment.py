@@ -43,6 +43,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    text,
     type_coerce,
     update,
 )
@@ -95,7 +96,18 @@ def enrol(session: Session, campaign_id: str, audience_clause, stamp: datetime) 
     # and RETURNING would bring a million ids into memory for a big first enrolment.
     count = select(func.count()).select_from(Enrollment).where(Enrollment.campaign_id == campaign_id)
     before = session.execute(count).scalar_one()
+    restore = None
+    if session.get_bind().dialect.name == "postgresql":
+        # With statistics that say enrollments (or suppressions) is small, PostgreSQL picks
+        # a nested-loop anti-join that scans the table once per candidate, and the statement
+        # scans the rows it has just inserted too: quadratic, 214 s for a first enrolment of
+        # 200,000 after ANALYZE (2.8 s without). Anti-joins by hash read each table once.
+        # For this statement only: the transaction's own setting comes back after it.
+        restore = session.execute(text("SELECT current_setting('enable_nestloop')")).scalar_one()
+        session.execute(text("SELECT set_config('enable_nestloop', 'off', true)"))
     session.execute(stmt.on_conflict_do_nothing())
+    if restore is not None:
+        session.execute(text("SELECT set_config('enable_nestloop', :was, true)"), {"was": restore})
     return session.execute(count).scalar_one() - before
 
 
