@@ -131,8 +131,9 @@ class Engine:
                     ledger.sync_campaign(session, c.id, c.name, c.status, [s.id for s in c.steps], stamp)
             report.requeued, unknown = ledger.reap_expired(session, stamp)
             report.unknown += unknown
-        for campaign in self.campaigns:
-            if campaign.status != "active" or self.sender_only:
+        # A helper (sender_only) leaves enrolling and scheduling to the daemon it helps.
+        for campaign in () if self.sender_only else self.campaigns:
+            if campaign.status != "active":
                 continue
             with self.db.sessions.begin() as session:
                 report.enrolled += enrolment.enrol(
