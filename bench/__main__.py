@@ -1,6 +1,7 @@
 """`python -m bench [NAME ...] [--quick] [--runs N]`: run benchmarks, print a table, write JSON.
 
-Names: send, pool, report, ingest, render. Default: all. `--quick` uses small sizes (a smoke
+Names: send, pool, report, ingest, render. Default: all. The first figure is the machine's
+plain-Python speed at the end of the run (and at its start, in its detail). `--quick` uses small sizes (a smoke
 run); the figures in the issue notes come from the full sizes. Each benchmark starts its own
 loopback servers (Postfix smtp-sink) and stops them; every loop is bounded in count and time.
 """
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from .common import ROOT, Figure, have_postfix, python, save
+from .common import ROOT, Figure, have_postfix, python, python_speed, save
 
 
 def run_script(name: str, args: list[str]) -> list[Figure]:
@@ -48,6 +49,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1, help="send: median of this many runs")
     args = parser.parse_args()
     q = args.quick
+    # The machine's Python speed before and after: figures from different days compare only
+    # beside it.
+    speed_before = python_speed()
     figures: list[Figure] = []
     started = time.perf_counter()
     if "send" in args.names:
@@ -99,6 +103,9 @@ def main() -> int:
         figures.extend(run_script("reply_ingest.py", ["--messages", "2000" if q else "20000"]))
     if "render" in args.names:
         figures.extend(run_script("render_bench.py", []))
+    speed = python_speed()
+    speed.detail["before"] = round(speed_before.value, 1)
+    figures.insert(0, speed)
     print(f"{'benchmark':<48} {'value':>12} {'unit':<10} detail")
     for f in figures:
         print(f.row())

@@ -98,3 +98,20 @@ def save(name: str, figures: list[Figure]) -> Path:
 
 def python() -> str:
     return sys.executable
+
+
+def python_speed() -> Figure:
+    """How fast this machine runs plain Python now: the same loop every time, best of 5.
+
+    Shared machines drift (a session has measured every Python figure at half the speed of
+    the day before while `smtp-source`, which is C and kernel, stayed the same): figures from
+    different days compare only beside this one."""
+    def loop() -> float:
+        start = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i
+        return time.perf_counter() - start
+
+    best = min(loop() for _ in range(5))
+    return Figure("machine: python loop", best / 2_000_000 * 1e9, "ns/iter", {"iterations": 2_000_000})
