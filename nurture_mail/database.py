@@ -21,7 +21,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .errors import ConfigError, NurtureError
-from .models import Meta
+from .models import Meta, postgresql_options
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest revision in migrations/versions; a test keeps the two in step.
@@ -131,6 +131,8 @@ def create_db_engine(url: str) -> Engine:
             if url.startswith("postgresql://") or url.startswith("postgres://"):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             engine = create_engine(url, pool_pre_ping=True)
+            if engine.dialect.name == "postgresql":
+                postgresql_options()
     except ArgumentError as exc:
         raise ConfigError(f"database url: {exc}") from None
     except ModuleNotFoundError as exc:

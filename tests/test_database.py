@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from nurture_mail.database import MIGRATIONS, SCHEMA_HEAD, current_revision, open_database
 
@@ -27,6 +31,57 @@ def test_open_creates_every_table_and_is_idempotent(db_url):
     assert again.salt == salt
     assert current_revision(again.engine) == SCHEMA_HEAD
     again.dispose()
+
+
+def test_a_sqlite_install_never_loads_the_postgresql_dialect(tmp_path):
+    # Importing SQLAlchemy's PostgreSQL dialect costs a tenth of the daemon's imports: on
+    # SQLite, the daemon, a send and a report run without it (the first migration, once, may).
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    open_database(url).dispose()
+    code = (
+        "import json, sys\n"
+        "from datetime import UTC, datetime\n"
+        "import nurture_mail.daemon, nurture_mail.engine\n"
+        "from nurture_mail import pool_report, reports\n"
+        "from nurture_mail.database import open_database\n"
+        "from nurture_mail.store import inbound, ledger, pool\n"
+        f"db = open_database({url!r})\n"
+        "now = datetime(2027, 3, 1, tzinfo=UTC)\n"
+        "with db.sessions.begin() as s:\n"
+        "    pool.suppress(s, db, 'gone@example.com', 'bounced', now)\n"
+        "    ledger.claim(s, due_by=now, lease_until=now, owner='me', limit=5, campaign_ids=['c'])\n"
+        "reports.gather(db, now=now)\n"
+        "pool_report.gather_pool(db, now=now, limit=10)\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(run.stdout.splitlines()[-1]))
+    # the store's modules that hold PostgreSQL statements were loaded ...
+    assert {"nurture_mail.store.enrolment", "nurture_mail.store.sent_messages"} <= loaded
+    assert not {m for m in loaded if m.startswith("sqlalchemy.dialects.postgresql")}  # ... not PostgreSQL
+
+
+def test_postgresql_gets_the_partial_indexes_where_clauses(pg_url):
+    """Given late (models.postgresql_options), the WHERE is in the models' indexes for
+    PostgreSQL as soon as an engine for it exists, and in the indexes the migrations build."""
+    code = (
+        "from sqlalchemy.schema import CreateIndex\n"
+        "from nurture_mail.database import create_db_engine\n"
+        "from nurture_mail.models import Send\n"
+        f"engine = create_db_engine({pg_url!r})\n"
+        "index = next(i for i in Send.__table__.indexes if i.name == 'ix_sends_claimable')\n"
+        "print(CreateIndex(index).compile(dialect=engine.dialect))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "WHERE state IN ('scheduled', 'deferred')" in run.stdout
+    db = open_database(pg_url)
+    try:
+        with db.engine.connect() as conn:
+            found = dict(conn.execute(text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()")).all())
+    finally:
+        db.dispose()
+    assert "WHERE" in found["ix_sends_claimable"] and "WHERE" in found["ix_inbound_replies"]
 
 
 def test_sqlite_uses_wal(tmp_path):

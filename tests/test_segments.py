@@ -53,6 +53,7 @@ def db_engine(request, tmp_path):
     with admin.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     engine = create_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    models.postgresql_options()  # the partial indexes' WHERE, as database.create_db_engine does
     try:
         models.Base.metadata.create_all(engine)
         yield engine

@@ -3,13 +3,15 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from nurture_mail.models import Base
+from nurture_mail.models import Base, postgresql_options
 
 config = context.config
 connection = config.attributes.get("connection")
 
 
 def run(conn) -> None:
+    if conn.dialect.name == "postgresql":
+        postgresql_options()  # the partial indexes' WHERE, compared by --autogenerate
     context.configure(
         connection=conn,
         target_metadata=Base.metadata,

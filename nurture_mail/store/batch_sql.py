@@ -28,9 +28,24 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import any_, bindparam, func, literal_column, select
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.types import String, Text
+from sqlalchemy.types import ARRAY, String, Text
+
+
+def pg_array(item_type) -> ARRAY:
+    """PostgreSQL's ARRAY of `item_type`. Its dialect is imported here, on first use: importing
+    it costs every process ~150 million instructions (a tenth of the daemon's imports), for
+    nothing on SQLite; so every PostgreSQL-only statement below is built when first run."""
+    from sqlalchemy.dialects.postgresql import ARRAY as PgArray
+
+    return PgArray(item_type)
+
+
+def pg_insert(table):
+    """PostgreSQL's INSERT (ON CONFLICT), its dialect imported on first use (`pg_array`)."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    return insert(table)
 
 
 def _chunks(items: Sequence, size: int):
@@ -46,14 +61,17 @@ class OneOf:
     short statements with few parameters, does not re-parse hundreds of placeholders a batch."""
 
     def __init__(self, name: str, item_type, build: Callable):
-        self.name = name
-        self.postgresql = Binary(build(lambda column: column == any_(bindparam(name, type_=ARRAY(item_type)))))
+        self.name, self.item_type, self.build = name, item_type, build
+        self.postgresql: Binary | None = None  # built on first use (`pg_array`)
         values = select(literal_column("value")).select_from(func.json_each(bindparam(name)))
         self.sqlite = build(lambda column: column.in_(values))
 
     def execute(self, conn, values: Iterable, **params):
         values = list(values)
         if conn.dialect.name == "postgresql":
+            if self.postgresql is None:
+                array = bindparam(self.name, type_=pg_array(self.item_type))
+                self.postgresql = Binary(self.build(lambda column: column == any_(array)))
             return self.postgresql.execute(conn, {self.name: values, **params})
         return conn.execute(self.sqlite, {self.name: json.dumps(values), **params})
 
@@ -73,7 +91,7 @@ class Binary:
         text = compiled.string
         binds = []
         for name, bind in compiled.binds.items():
-            if isinstance(bind.type, ARRAY):
+            if isinstance(bind.type, ARRAY):  # PostgreSQL's ARRAY is one of these
                 text = text.replace(f"%({name})s", f"%({name})b")
             proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
             binds.append((name, bind.key, bind.required, None if bind.required else bind.effective_value, proc))
@@ -147,7 +165,7 @@ class UnnestInsert:
     def __init__(self, stmt_for: Callable, table, columns: Sequence[str]):
         def array_of(column):
             item = column.type
-            return ARRAY(Text if isinstance(item, String) else item)
+            return pg_array(Text if isinstance(item, String) else item)
 
         arrays = [bindparam(c, type_=array_of(table.c[c])) for c in columns]
         rows = func.unnest(*arrays).table_valued(*columns).render_derived(name="batch")
@@ -197,9 +215,16 @@ class UnnestUpdate:
 
     def __init__(self, columns: Mapping[str, Any], build: Callable):
         self.columns = tuple(columns)
-        arrays = [bindparam(name, type_=ARRAY(kind)) for name, kind in columns.items()]
-        batch = func.unnest(*arrays).table_valued(*self.columns).render_derived(name="batch")
-        self.binary = Binary(build(batch))
+        self._types, self._build = dict(columns), build
+        self._binary: Binary | None = None  # built on first use (`pg_array`)
+
+    @property
+    def binary(self) -> Binary:
+        if self._binary is None:
+            arrays = [bindparam(name, type_=pg_array(kind)) for name, kind in self._types.items()]
+            batch = func.unnest(*arrays).table_valued(*self.columns).render_derived(name="batch")
+            self._binary = Binary(self._build(batch))
+        return self._binary
 
     def __call__(self, conn, rows: Sequence[Mapping], **shared):
         return self.binary.execute(conn, {**{c: [row[c] for row in rows] for c in self.columns}, **shared})

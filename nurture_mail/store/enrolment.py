@@ -47,12 +47,11 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from ..models import Candidate, Enrollment, Send
+from .batch_sql import pg_array, pg_insert
 from .ledger import _insert, aware, naive
 
 _SENDS = Send.__table__
@@ -279,10 +278,10 @@ def _place_postgresql(conn, first: FirstStep, after: int, upto: int) -> int:
     if not rows:
         return 0
     made = func.unnest(
-        cast(bindparam("p_ids"), ARRAY(Integer)),
-        cast(bindparam("p_due"), ARRAY(DateTime)),
-        cast(bindparam("p_message_ids"), ARRAY(String)),
-        cast(bindparam("p_variants"), ARRAY(String)),
+        cast(bindparam("p_ids"), pg_array(Integer)),
+        cast(bindparam("p_due"), pg_array(DateTime)),
+        cast(bindparam("p_message_ids"), pg_array(String)),
+        cast(bindparam("p_variants"), pg_array(String)),
     ).table_valued("enrollment_id", "due_at", "message_id", "variant").render_derived(name="made")
     pick = (
         select(*_first_row(first, made.c.variant, made.c.due_at, made.c.message_id))
@@ -291,7 +290,7 @@ def _place_postgresql(conn, first: FirstStep, after: int, upto: int) -> int:
         .order_by(_ENROLLMENTS.c.id)
     )
     placed = (
-        postgresql_insert(_SENDS).from_select(_SEND_COLUMNS, pick).on_conflict_do_nothing()
+        pg_insert(_SENDS).from_select(_SEND_COLUMNS, pick).on_conflict_do_nothing()
         .returning(_SENDS.c.enrollment_id).cte("placed")
     )
     return conn.execute(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Integer, String
 
@@ -35,7 +35,7 @@ from ..models import (
     Send,
     Suppression,
 )
-from .batch_sql import ExecuteMany, OneOf, UnnestInsert, ValuesInsert
+from .batch_sql import ExecuteMany, OneOf, UnnestInsert, ValuesInsert, pg_insert
 from .ledger import ACTIVE_ENROLLMENT, _insert, naive
 
 # Sends that may have reached the recipient, so that mail about them can come back.
@@ -113,7 +113,7 @@ def _bulk(conn, name: str) -> ValuesInsert | UnnestInsert:
     if bulk is None:  # built once per dialect: rendering costs more than running
         table, columns = (_INBOUND, INBOUND_COLUMNS) if name == "inbound" else (_EVENTS, EVENT_COLUMNS)
         if conn.dialect.name == "postgresql":
-            bulk = UnnestInsert(postgresql.insert, table, columns)
+            bulk = UnnestInsert(pg_insert, table, columns)
             if name == "inbound":
                 bulk.finish(_new_inbound)
         elif name == "inbound":
@@ -309,7 +309,13 @@ _CANCEL_CANDIDATE_SENDS = ExecuteMany(
 )
 
 _SUPPRESS_SQLITE = ExecuteMany(sqlite.insert(_SUPPRESSIONS).on_conflict_do_nothing(index_elements=["email_hash"]))
-_SUPPRESS_PG = ExecuteMany(postgresql.insert(_SUPPRESSIONS).on_conflict_do_nothing(index_elements=["email_hash"]))
+_SUPPRESS_PG: list[ExecuteMany] = []  # built on first use (batch_sql.pg_insert)
+
+
+def _suppress_pg() -> ExecuteMany:
+    if not _SUPPRESS_PG:
+        _SUPPRESS_PG.append(ExecuteMany(pg_insert(_SUPPRESSIONS).on_conflict_do_nothing(index_elements=["email_hash"])))
+    return _SUPPRESS_PG[0]
 
 # pool.suppress: the exit reason of the enrollments a suppression ends.
 SUPPRESSION_EXIT_REASON = {"bounced": "bounced", "complained": "unsubscribed"}
@@ -411,7 +417,7 @@ class Effects:
     def flush(self, extra_events: Sequence[dict] = ()) -> None:
         conn = self.conn
         if self._suppress:
-            suppress = _SUPPRESS_PG if conn.dialect.name == "postgresql" else _SUPPRESS_SQLITE
+            suppress = _suppress_pg() if conn.dialect.name == "postgresql" else _SUPPRESS_SQLITE
             suppress(conn, self._suppress)
         _PAUSE(conn, [{"e_id": k, "until": v} for k, v in self._pause.items()])
         _POSTPONE(conn, [{"s_id": k, "until": v, "stamp": self.stamp} for k, v in self._postpone.items()])

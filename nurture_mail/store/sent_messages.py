@@ -18,12 +18,12 @@ from datetime import datetime
 
 import zstandard
 from sqlalchemy import bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Integer, LargeBinary
 
 from ..models import MessageDictionary, SentMessage
-from .batch_sql import ExecuteMany, UnnestUpdate
+from .batch_sql import ExecuteMany, UnnestUpdate, pg_insert
 
 LEVEL = 1
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -50,7 +50,7 @@ def packer(session: Session, sample: bytes, stamp: datetime) -> Packer:
     per distinct content: every process that builds the same sample shares its row."""
     digest = hashlib.sha256(sample).hexdigest()
     conn = session.connection()
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite.insert
     conn.execute(
         insert(_DICTIONARIES)
         .values(digest=digest, content=sample, created_at=stamp)
@@ -103,7 +103,7 @@ _STORE = ExecuteMany(
     )),
     postgresql=UnnestUpdate(
         {"p_id": Integer, "p_dictionary": Integer, "p_body": LargeBinary},
-        lambda batch: _upsert(postgresql.insert(_MESSAGES).from_select(
+        lambda batch: _upsert(pg_insert(_MESSAGES).from_select(
             ["send_id", "dictionary_id", "body"],
             select(batch.c.p_id, batch.c.p_dictionary, batch.c.p_body),
         )),
