@@ -28,6 +28,7 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import any_, bindparam, func, literal_column, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import ARRAY, String, Text
 
@@ -46,6 +47,11 @@ def pg_insert(table):
     from sqlalchemy.dialects.postgresql import insert
 
     return insert(table)
+
+
+def dialect_insert(dialect_name: str, table):
+    """The dialect's INSERT, the one with ON CONFLICT (PostgreSQL's imported only there)."""
+    return pg_insert(table) if dialect_name == "postgresql" else sqlite.insert(table)
 
 
 def _chunks(items: Sequence, size: int):

@@ -16,6 +16,7 @@ the per-message statements did.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -309,13 +310,9 @@ _CANCEL_CANDIDATE_SENDS = ExecuteMany(
 )
 
 _SUPPRESS_SQLITE = ExecuteMany(sqlite.insert(_SUPPRESSIONS).on_conflict_do_nothing(index_elements=["email_hash"]))
-_SUPPRESS_PG: list[ExecuteMany] = []  # built on first use (batch_sql.pg_insert)
-
-
+@functools.cache  # built on first use (batch_sql.pg_insert)
 def _suppress_pg() -> ExecuteMany:
-    if not _SUPPRESS_PG:
-        _SUPPRESS_PG.append(ExecuteMany(pg_insert(_SUPPRESSIONS).on_conflict_do_nothing(index_elements=["email_hash"])))
-    return _SUPPRESS_PG[0]
+    return ExecuteMany(pg_insert(_SUPPRESSIONS).on_conflict_do_nothing(index_elements=["email_hash"]))
 
 # pool.suppress: the exit reason of the enrollments a suppression ends.
 SUPPRESSION_EXIT_REASON = {"bounced": "bounced", "complained": "unsubscribed"}

@@ -26,7 +26,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.types import DateTime, Integer, String, Text
 
@@ -41,7 +40,7 @@ from ..models import (
     Suppression,
 )
 from . import sent_messages
-from .batch_sql import ExecuteMany, OneOf, UnnestUpdate, pg_insert
+from .batch_sql import ExecuteMany, OneOf, UnnestUpdate, dialect_insert
 
 ACTIVE_ENROLLMENT = ("active", "paused")
 PENDING_STATES = ("scheduled", "claimed", "deferred")
@@ -63,9 +62,7 @@ def aware(moment: datetime | None) -> datetime | None:
 
 def _insert(session: Session, table):
     """INSERT ... ON CONFLICT DO NOTHING for the session's dialect."""
-    if session.get_bind().dialect.name == "postgresql":
-        return pg_insert(table)
-    return sqlite.insert(table)
+    return dialect_insert(session.get_bind().dialect.name, table)
 
 
 # --- prebuilt Core statements for the send path ------------------------------------------------

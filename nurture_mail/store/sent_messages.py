@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import Integer, LargeBinary
 
 from ..models import MessageDictionary, SentMessage
-from .batch_sql import ExecuteMany, UnnestUpdate, pg_insert
+from .batch_sql import ExecuteMany, UnnestUpdate, dialect_insert, pg_insert
 
 LEVEL = 1
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -50,9 +50,8 @@ def packer(session: Session, sample: bytes, stamp: datetime) -> Packer:
     per distinct content: every process that builds the same sample shares its row."""
     digest = hashlib.sha256(sample).hexdigest()
     conn = session.connection()
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite.insert
     conn.execute(
-        insert(_DICTIONARIES)
+        dialect_insert(conn.dialect.name, _DICTIONARIES)
         .values(digest=digest, content=sample, created_at=stamp)
         .on_conflict_do_nothing(index_elements=["digest"])
     )
