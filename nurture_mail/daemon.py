@@ -9,6 +9,7 @@ On SQLite only one daemon may run (`DaemonLock`); on PostgreSQL any number share
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -192,6 +193,11 @@ def serve_forever(
         lock = lock_for(db, owner, timedelta(seconds=max(3 * settings.tick_seconds, settings.lease_seconds)))
     if lock is not None:
         lock.acquire()
+    # What is alive now (the modules: SQLAlchemy alone is some 300,000 objects) lives as long
+    # as the process: frozen, the collector's full passes no longer walk it (tens of ms each,
+    # a few a minute while sending) and forked helpers do not write to its pages. The
+    # workspace is loaded after, so the objects of one replaced on reload are still collected.
+    gc.freeze()
     watcher = WorkspaceWatcher(settings, db)
     daemon: Daemon
 

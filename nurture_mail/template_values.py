@@ -118,9 +118,20 @@ class Record:
         return [*self._data.keys(), *self._data.values()]
 
 
+class Items(tuple):
+    """A list as templates see it (`candidate.tags`): a tuple of views whose text is its items
+    joined by ", ", so `{{ candidate.tags }}` reads "python, go" in an email, never Python's
+    "('python', 'go')". Loops, `length`, `in` and `join` see the items as they are."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return ", ".join(map(plain, self))
+
+
 def view(name: str, value: Any) -> Any:
     """Wrap one context value (`candidate`, `company`, ...) for templates: mappings become
-    Records, sequences tuples of views, strings plain `str`."""
+    Records, sequences `Items` of views, strings plain `str`."""
     kind = type(value)
     if kind is str:
         return value
@@ -131,7 +142,7 @@ def view(name: str, value: Any) -> Any:
     if isinstance(value, Mapping):
         return Record(name, value)
     if isinstance(value, list | tuple):
-        return tuple(view(name, item) for item in value)
+        return Items(view(name, item) for item in value)
     return value
 
 

@@ -340,6 +340,24 @@ def test_today_and_loops(tmp_path: Path):
     assert "<li>python</li>" in email.html and "<li>go</li>" in email.html
 
 
+def test_a_list_shown_whole_reads_as_its_items_joined(tmp_path: Path):
+    directory = write(tmp_path / "templates", {"a.md": (
+        '---\nsubject: "Tags {{ candidate.tags }}"\n---\nT {{ candidate.tags }}\n\n'
+        "C {{ 'tags: ' ~ candidate.tags }}\n\nJ {{ candidate.tags | join('/') }} {{ candidate.tags | length }}\n"
+    )})
+    ts = TemplateSet(directory)
+    for _ in range(2):  # the first render and the warm (skeleton) one
+        email = ts.render("a", context(tags=["python", "<go>"]))
+        assert email.subject == "Tags python, <go>"
+        assert "T python, <go>\n\nC tags: python, <go>\n\nJ python/<go> 2\n" in email.text
+        assert "<p>T python, &lt;go&gt;</p>" in email.html and "<p>C tags: python, &lt;go&gt;</p>" in email.html
+    assert ts.render("a", context(tags=[])).text.startswith("T \n\nC tags: \n\nJ  0\n")
+    # A list of records still has no text: the error says what to show instead.
+    directory = write(tmp_path / "jobs", {"b.md": "---\nsubject: s\n---\n{{ candidate.jobs }}\n"})
+    with pytest.raises(TemplateError, match="holds fields, not text"):
+        TemplateSet(directory).render("b", context(jobs=[{"title": "SRE"}]))
+
+
 def test_render_is_fast_enough_to_cache(templates: Path):
     ts = TemplateSet(templates)
     ctx = context()
