@@ -34,7 +34,11 @@ try:  # libuv's loop costs less CPU per message than asyncio's own; optional on 
 except ImportError:  # pragma: no cover
     _loop_factory = None
 
-INFLIGHT_PER_CONNECTION = 4
+# Messages per connection in one group (marked `data_started` in one commit, then sent): the
+# group, `[smtp] max_connections` x this, is the most a killed daemon leaves `unknown`. Each
+# group costs a commit and a round of the connections whatever its size; 8 instead of 4 sent
+# 11% more per second with 2 processes (4 paired rounds, bench send), 16 only 2% more again.
+INFLIGHT_PER_CONNECTION = 8
 BACKOFF_BASE = timedelta(minutes=5)
 BACKOFF_CAP = timedelta(hours=6)
 
