@@ -58,12 +58,22 @@ def _condition(test: nodes.Node) -> tuple | None:
     return None
 
 
+class Program(list):
+    """A program as `simple_program` makes it, with the runners `compiled` made for it."""
+
+    __slots__ = ("runners",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runners: dict[str, Callable[[Any], None]] = {}
+
+
 def simple_program(
     body: list[nodes.Node], include: Callable[[str], list[Any] | None] | None = None
 ) -> list[Any] | None:
     """`body` as a program if it only outputs text and variables, tests variables (truth,
     `is defined`, `==`/`!=` a constant) and includes files by constant name; else None."""
-    program: list[Any] = []
+    program = Program()
     for node in body:
         if isinstance(node, nodes.Output):
             for child in node.nodes:
@@ -139,38 +149,18 @@ class ProgramRun:
             raise Unsupported("undefined")
         return value
 
-    def test(self, condition: tuple) -> bool:
-        kind, path = condition[0], condition[1]
-        if kind == "truth":
-            return bool(self.value(path)) is not condition[2]
-        if kind == "defined":
-            return isinstance(self.value(path, True), Undefined) is condition[2]
-        return bool(self.value(path) == condition[2]) is not condition[3]
-
-    def output(self, path: tuple[str, ...]) -> None:
-        raise NotImplementedError
-
     # What template text does: appended to this list, or (None) nothing.
     text_out: list[str] | None = None
+    # The closures `compiled` makes for this run: "text" (template text appended to
+    # `text_out`), "tokens" (dropped) or "layout" (dropped; `content` is the page's body).
+    mode = "tokens"
 
     def run(self, program: list[Any]) -> None:
-        text_out = self.text_out
-        for op in program:
-            if type(op) is str:
-                if text_out is not None:
-                    text_out.append(op)
-            elif op[0] == "out":
-                self.output(op[1])
-            else:
-                _, branches, else_ = op
-                for number, (condition, body) in enumerate(branches):
-                    if self.test(condition):
-                        self.signature.append(number)
-                        self.run(body)
-                        break
-                else:
-                    self.signature.append(-1)
-                    self.run(else_)
+        compiled(program, self.mode)(self)
+
+    def emit(self, value: Any) -> None:
+        """What outputting `value` (a looked-up value) does."""
+        raise NotImplementedError
 
 
 class TextRun(ProgramRun):
@@ -184,10 +174,10 @@ class TextRun(ProgramRun):
         self.chars = 0
         self.out: list[str] = []
         self.text_out = None if tokens else self.out
+        self.mode = "tokens" if tokens else "text"
         self.texts: list[str] = []
 
-    def output(self, path: tuple[str, ...]) -> None:
-        value = self.value(path)
+    def emit(self, value: Any) -> None:
         if type(value) is str and value.isprintable():  # the usual case, checked the same
             if len(value) > MAX_VALUE:
                 raise Unsupported("value too large")
@@ -232,6 +222,8 @@ class LayoutRun(ProgramRun):
     with simple values kept as tokens: `signature` is what varies between emails (branches
     taken, values inlined, token indices), `texts` the tokens' values."""
 
+    mode = "layout"
+
     def __init__(self, env: Any, context: Mapping[str, Any], content_chars: int, first: int):
         super().__init__(env, context)
         self.content_chars = content_chars
@@ -247,7 +239,10 @@ class LayoutRun(ProgramRun):
             self.chars += self.content_chars
             signature.append(None)
             return
-        value = self.value(path)
+        self.emit(self.value(path))
+
+    def emit(self, value: Any) -> None:
+        signature = self.signature
         if type(value) is str and value.isprintable():  # the usual case
             if len(value) > MAX_VALUE:
                 raise Unsupported("value too large")
@@ -269,6 +264,125 @@ class LayoutRun(ProgramRun):
             if MARKS.search(text):
                 raise Unsupported("a value looks like a token")
             signature.append(str(escape(text)))
+
+
+# -- programs as closures ----------------------------------------------------------------
+# `ProgramRun.run` runs a program through closures made once per program and mode: an
+# output is one call that looks its value up (a path of one or two public names inlined, as
+# `ProgramRun.value` does it) and hands it to the run's `emit`; a branch tests its
+# conditions the same way; template text is appended ("text") or dropped ("tokens",
+# "layout"). The program list itself stays what `token_skeleton` and `build_layout` walk.
+# Only names and constants go into closures: nothing of a template is ever compiled as code.
+
+def compiled(program: list[Any], mode: str) -> Callable[[Any], None]:
+    """`program`'s runner in `mode` ("text", "tokens" or "layout"), kept with a `Program`."""
+    runners = getattr(program, "runners", None)
+    if runners is None:
+        return _block(program, mode)
+    runner = runners.get(mode)
+    if runner is None:
+        runner = runners[mode] = _block(program, mode)
+    return runner
+
+
+def _block(program: list[Any], mode: str) -> Callable[[Any], None]:
+    steps = [_step(op, mode) for op in program if type(op) is not str or mode == "text"]
+    if len(steps) == 1:
+        return steps[0]
+
+    def block(run: Any) -> None:
+        for step in steps:
+            step(run)
+
+    return block
+
+
+def _step(op: Any, mode: str) -> Callable[[Any], None]:
+    if type(op) is str:
+        def text(run: Any, text: str = op) -> None:
+            run.text_out.append(text)
+
+        return text
+    if op[0] == "out":
+        path = op[1]
+        if mode == "layout" and path[0] == "content":
+            return lambda run: run.output(path)
+        get = _getter(path, False)
+
+        def out(run: Any) -> None:
+            run.emit(get(run))
+
+        return out
+    _, branches, else_ = op
+    tests = [(_test(condition), _block(body, mode)) for condition, body in branches]
+    otherwise = _block(else_, mode)
+
+    def branch(run: Any) -> None:
+        for number, (test, body) in enumerate(tests):
+            if test(run):
+                run.signature.append(number)
+                body(run)
+                return
+        run.signature.append(-1)
+        otherwise(run)
+
+    return branch
+
+
+def _test(condition: tuple) -> Callable[[Any], bool]:
+    kind, path = condition[0], condition[1]
+    if kind == "truth":
+        get, negated = _getter(path, False), condition[2]
+        return lambda run: bool(get(run)) is not negated
+    if kind == "defined":
+        get, negated = _getter(path, True), condition[2]
+        return lambda run: isinstance(get(run), Undefined) is negated
+    get, constant, negated = _getter(path, False), condition[2], condition[3]
+    return lambda run: bool(get(run) == constant) is not negated
+
+
+def _getter(path: tuple[str, ...], undefined_ok: bool) -> Callable[[Any], Any]:
+    """`ProgramRun.value(path, undefined_ok)`, with a path of one name or of a name and a
+    public attribute inlined."""
+    head = path[0]
+    if len(path) == 1:
+        def one(run: Any) -> Any:
+            try:
+                value = run.context[head]
+            except KeyError:
+                raise Unsupported(f"{head} is not a context variable") from None
+            if not undefined_ok and isinstance(value, Undefined):
+                raise Unsupported("undefined")
+            return value
+
+        return one
+    if len(path) == 2 and path[1][:1] != "_":
+        attr = path[1]
+
+        def two(run: Any) -> Any:
+            try:
+                value = run.context[head]
+            except KeyError:
+                raise Unsupported(f"{head} is not a context variable") from None
+            if type(value) is Record:
+                try:
+                    item = value._data[attr]
+                except KeyError:
+                    value = run.env.undefined(obj=value, name=attr)
+                else:
+                    if type(item) is str:
+                        return item
+                    value = view(f"{value._name}.{attr}", item)
+            else:
+                if isinstance(value, Undefined):
+                    raise Unsupported("undefined")
+                value = run.env.getattr(value, attr)
+            if not undefined_ok and isinstance(value, Undefined):
+                raise Unsupported("undefined")
+            return value
+
+        return two
+    return lambda run: run.value(path, undefined_ok)
 
 
 def build_layout(

@@ -313,3 +313,38 @@ def test_one_line_shortcut_matches_the_regex():
     )
     for text in SPECIALS + ["a  b", " a", "a ", "a\u2028b", "\u3000x"]:
         assert one_line(text) == _LINE_BREAKING.sub(" ", text).strip()
+
+
+def test_programs_with_deep_private_and_missing_paths_render_as_the_full_path(tmp_path):
+    """The runner closures inline paths of one or two public names; longer paths, names
+    starting "_" and missing values take `ProgramRun.value` and the sandbox, as before."""
+    directory = tmp_path / "templates"
+    directory.mkdir()
+    (directory / "deep.md").write_text(
+        "---\nsubject: \"{% if candidate.links.site is defined %}{{ candidate.links.site }}"
+        "{% else %}none{% endif %} {{ step.number }}\"\n---\n"
+        "Hi {{ candidate.first_name }} ({{ today }})\n\n"
+        "{% if candidate.links.site is defined %}Site: {{ candidate.links.site }}{% endif %}\n\n"
+        "{% if candidate.nickname is defined %}aka {{ candidate.nickname }}"
+        "{% elif not candidate.tags %}no tags{% elif step.number == 2 %}two"
+        "{% else %}{{ candidate.tags }}{% endif %}\n\n"
+        "{% if candidate._data is defined %}private{% endif %}\n",
+        encoding="utf-8",
+    )
+    ts = TemplateSet(directory)
+    seen = set()
+    for i in range(16):
+        context = typical(i)
+        candidate = context["candidate"]
+        candidate["links"] = {"site": f"https://example.com/{i}"} if i % 2 else {}
+        if i % 4 == 1:
+            candidate["nickname"] = f"Nick{i}"
+        if i % 3 == 0:
+            candidate["tags"] = []
+        context["step"]["number"] = i % 3
+        cached = ts.render("deep", context)
+        assert cached == ts.render("deep", context, cache=False), i
+        seen.add(cached.text.split("\n\n")[2])
+    program = ts._skeleton._body_program("deep.md")
+    assert program is not None and "tokens" in program.runners  # the runner closures ran
+    assert len(seen) > 3  # the branches were all taken
