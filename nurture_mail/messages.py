@@ -8,8 +8,8 @@ product promises: Message-ID, List-Unsubscribe (https + mailto) and List-Unsubsc
 from __future__ import annotations
 
 import functools
+import itertools
 import os
-import random
 import secrets
 from datetime import datetime
 from email.utils import format_datetime
@@ -54,14 +54,23 @@ class Envelope(NamedTuple):
 
 
 # A boundary only has to differ from every line of the parts (checked below); it carries no
-# secret, so a seeded PRNG does instead of a system call per message.
-_BOUNDARY_RANDOM = random.Random(secrets.randbits(64))
+# secret, so each process counts up from a random start instead of drawing every one.
+def _boundary_counter() -> itertools.count:
+    return itertools.count(secrets.randbits(126))
+
+
+_BOUNDARIES = _boundary_counter()
 if hasattr(os, "register_at_fork"):  # a forked sender (`run --workers`) draws its own
-    os.register_at_fork(after_in_child=lambda: _BOUNDARY_RANDOM.seed(secrets.randbits(64)))
+
+    def _reseed() -> None:
+        global _BOUNDARIES
+        _BOUNDARIES = _boundary_counter()
+
+    os.register_at_fork(after_in_child=_reseed)
 
 
 def _boundary() -> str:
-    return f"=_{_BOUNDARY_RANDOM.getrandbits(128):032x}"
+    return f"=_{next(_BOUNDARIES):032x}"
 
 
 @functools.lru_cache(maxsize=256)  # a batch is sent within a few seconds

@@ -361,3 +361,39 @@ def test_a_forked_sender_draws_its_own_boundaries():
         child = pipe.read().decode("ascii")
     assert re.fullmatch(r"=_[0-9a-f]{32}", child)
     assert child != messages._boundary()  # the parent's next one: same state without a reseed
+
+
+def test_header_grammar_checks_accept_exactly_the_rfc_patterns():
+    """The checks that search for a character outside a grammar accept exactly what a full
+    match of the grammar's pattern accepts: every string of up to four characters drawn
+    from letters, the separators and the characters each grammar refuses."""
+    import itertools
+
+    from nurture_mail import mime
+
+    atext = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]"
+    dot_atom = re.compile(f"{atext}+(?:\\.{atext}+)*")
+    phrase = re.compile(f"{atext}+(?: {atext}+)*")
+    uri = re.compile(r"[!-;=?-~]+")
+    msg_id_side = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+")
+
+    def accepted(check, text: str) -> bool:
+        try:
+            check(text)
+        except ValueError:
+            return False
+        return True
+
+    alphabet = "a.- @<>\"\\(é\x7f\t=~"
+    checked = 0
+    for size in range(5):
+        for chars in itertools.product(alphabet, repeat=size):
+            text = "".join(chars)
+            assert mime._dot_atom(text) == bool(dot_atom.fullmatch(text)), text
+            assert mime._atom_phrase(text) == bool(phrase.fullmatch(text)), text
+            assert accepted(mime.check_uri, text) == bool(uri.fullmatch(text)), text
+            left, at, right = text.partition("@")
+            expected = bool(at and msg_id_side.fullmatch(left) and msg_id_side.fullmatch(right))
+            assert accepted(mime.check_msg_id, text) == expected, text
+            checked += 1
+    assert checked == sum(len(alphabet) ** n for n in range(5))
