@@ -102,7 +102,7 @@ def main() -> int:
     if "ingest" in args.names:
         figures.extend(run_script("reply_ingest.py", ["--messages", "2000" if q else "20000"]))
     if "render" in args.names:
-        figures.extend(run_script("render_bench.py", []))
+        figures.extend(run_script("render_bench.py", ["--instructions", "200" if q else "2000"]))
     speed = python_speed()
     speed.detail["before"] = round(speed_before.value, 1)
     figures.insert(0, speed)

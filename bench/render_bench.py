@@ -8,13 +8,20 @@ daemon's steady state; the skeleton cache is hit after the first render. uncache
 warm loop through the pre-cache full path (`cache=False`), for comparison. prepare: the
 whole of `rendering.StepEmails.prepare` (context, render, envelope, RFC 5322 bytes) as the
 daemon's `engine._render` calls it, in a scaffold workspace with `bench/send.py`'s campaign.
+instructions: the same prepare, counted in CPU instructions per email by valgrind's callgrind
+(when valgrind is installed): the figure to compare changes by on a machine whose timings
+wander (the machine's Python speed, printed first by `python -m bench`, has varied 2x between
+days here).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import secrets
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -111,13 +118,42 @@ def prepare(count: int, names: int) -> float:
         return CLOCK() - start
 
 
+def instructions(count: int, names: int) -> float | None:
+    """Instructions per `StepEmails.prepare` call, counted by valgrind's callgrind (None
+    without valgrind): the process run with `count` calls minus the same run with none,
+    divided by `count`. A count, not a time: a busy neighbour does not move it, so a change
+    of a few per cent shows on a machine whose timings wander by tens of per cent."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+
+    def collected(calls: int) -> int:
+        run = subprocess.run(
+            [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+             __file__, "--prepares-only", str(calls), "--names", str(names)],
+            capture_output=True, text=True, timeout=600, check=True,
+        )
+        found = re.search(r"Collected : ([0-9]+)", run.stderr)
+        if found is None:
+            raise RuntimeError(f"no instruction count from callgrind: {run.stderr[-300:]}")
+        return int(found.group(1))
+
+    return (collected(count) - collected(0)) / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--renders", type=int, default=5000)
     parser.add_argument("--names", type=int, default=1000, help="distinct candidates cycled")
     parser.add_argument("--cold", type=int, default=50, help="fresh TemplateSets timed")
     parser.add_argument("--prepares", type=int, default=5000, help="StepEmails.prepare calls timed")
+    parser.add_argument("--instructions", type=int, default=2000,
+                        help="StepEmails.prepare calls counted under callgrind (0: none)")
+    parser.add_argument("--prepares-only", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.prepares_only is not None:  # what `instructions` runs under callgrind
+        prepare(args.prepares_only, args.names)
+        return
     results = []  # (benchmark, µs, detail) as `RESULT {json}` lines for `python -m bench`
     if args.prepares:
         seconds = prepare(args.prepares, args.names)
@@ -162,6 +198,13 @@ def main() -> None:
     for benchmark, seconds, detail in results:
         print("RESULT " + json.dumps({"benchmark": benchmark, "value": round(seconds * 1e6, 1),
                                       "unit": "µs", "detail": detail}))
+    counted = instructions(args.instructions, args.names) if args.instructions else None
+    if counted is not None:
+        print(f"prepare  (instructions, callgrind): {counted:10,.0f} per email")
+        print("RESULT " + json.dumps({
+            "benchmark": "render: StepEmails.prepare instructions (callgrind)",
+            "value": round(counted), "unit": "instr", "detail": {"emails": args.instructions},
+        }))
 
 
 if __name__ == "__main__":
