@@ -111,9 +111,12 @@ def build_message(envelope: Envelope, email: RenderedEmail, boundary: str | None
     ]
     text_cte, text = encode_body(email.text)
     html_cte, html = encode_body(email.html)
-    # "=_" never occurs in quoted-printable output; the check covers 7bit parts.
+    # "=_" never occurs in quoted-printable output ("=" only starts an escape or a soft line
+    # break there): only a 7bit part can hold a line that looks like the boundary.
     boundary = boundary or _boundary()
-    while boundary.encode("ascii") in text or boundary.encode("ascii") in html:
+    while (text_cte == "7bit" and boundary.encode("ascii") in text) or (
+        html_cte == "7bit" and boundary.encode("ascii") in html
+    ):
         boundary = _boundary()
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
     delimiter = f"\r\n--{boundary}\r\n".encode("ascii")

@@ -397,3 +397,20 @@ def test_header_grammar_checks_accept_exactly_the_rfc_patterns():
             assert accepted(mime.check_msg_id, text) == expected, text
             checked += 1
     assert checked == sum(len(alphabet) ** n for n in range(5))
+
+
+def test_a_boundary_is_checked_against_7bit_parts_and_kept_with_quoted_printable_ones():
+    """Only a 7bit part can hold a line like the boundary ("=_" never occurs in
+    quoted-printable output): there a new one is drawn; the quoted-printable part of the
+    same text keeps the one given, and both read back as written."""
+    text = "plain ascii\n--=_fixed\nend\n"
+    seven_bit = build_message(envelope(), RenderedEmail("Hi", text, "<p>x</p>"), boundary="=_fixed")
+    assert b'boundary="=_fixed"' not in seven_bit
+    quoted = build_message(envelope(), RenderedEmail("Hi", text + "Zoë\n", "<p>x</p>"),
+                           boundary="=_fixed")
+    assert b'boundary="=_fixed"' in quoted
+    for raw, body in ((seven_bit, text), (quoted, text + "Zoë\n")):
+        parts = list(parse(raw).iter_parts())
+        assert len(parts) == 2
+        assert parts[0].get_content().replace("\r\n", "\n") == body
+        assert parts[1].get_content().strip() == "<p>x</p>"
