@@ -112,10 +112,11 @@ def build_message(envelope: Envelope, email: RenderedEmail, boundary: str | None
     text_cte, text = encode_body(email.text)
     html_cte, html = encode_body(email.html)
     # "=_" never occurs in quoted-printable output ("=" only starts an escape or a soft line
-    # break there): only a 7bit part can hold a line that looks like the boundary.
+    # break there): a boundary starting with it (ours all do) is looked for in 7bit parts only.
     boundary = boundary or _boundary()
-    while (text_cte == "7bit" and boundary.encode("ascii") in text) or (
-        html_cte == "7bit" and boundary.encode("ascii") in html
+    while any(
+        (cte == "7bit" or not boundary.startswith("=_")) and boundary.encode("ascii") in part
+        for cte, part in ((text_cte, text), (html_cte, html))
     ):
         boundary = _boundary()
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')

@@ -114,7 +114,7 @@ def addr_spec(addr: str) -> str:
             domain = domain.encode("idna").decode("ascii")
         except UnicodeError:
             raise ValueError(f"invalid domain in {addr!r}") from None
-    if not _domain_ok(domain) or len(local) > 64 or len(local) + len(domain) > 253:
+    if len(local) > 64 or len(local) + len(domain) > 253 or not _domain_ok(domain):
         raise ValueError(f"invalid email address: {addr!r}")
     return f"{local}@{domain}"
 

@@ -118,7 +118,8 @@ def layout_program(body: list[nodes.Node]) -> list[Any] | None:
 
 class ProgramRun:
     """Evaluates a program as Jinja would run its template (same lookups and tests, and
-    StrictUndefined's errors become Unsupported). Subclasses say what an output does."""
+    StrictUndefined's errors become Unsupported). Subclasses say what outputting a value
+    does (`emit`)."""
 
     def __init__(self, env: Any, context: Mapping[str, Any]):
         self.env = env
@@ -149,7 +150,7 @@ class ProgramRun:
             raise Unsupported("undefined")
         return value
 
-    # What template text does: appended to this list, or (None) nothing.
+    # Where template text goes in "text" mode (`TextRun` with tokens=False sets both).
     text_out: list[str] | None = None
     # The closures `compiled` makes for this run: "text" (template text appended to
     # `text_out`), "tokens" (dropped) or "layout" (dropped; `content` is the page's body).
@@ -231,15 +232,12 @@ class LayoutRun(ProgramRun):
         self.texts: dict[int, str] = {}
         self.chars = 0
 
-    def output(self, path: tuple[str, ...]) -> None:
-        signature = self.signature
-        if path[0] == "content":
-            if len(path) > 1 or self.content_chars > MAX_VALUE:
-                raise Unsupported("content")
-            self.chars += self.content_chars
-            signature.append(None)
-            return
-        self.emit(self.value(path))
+    def content(self, path: tuple[str, ...]) -> None:
+        """An output of `content` (the page's body): a place in the signature, no value."""
+        if len(path) > 1 or self.content_chars > MAX_VALUE:
+            raise Unsupported("content")
+        self.chars += self.content_chars
+        self.signature.append(None)
 
     def emit(self, value: Any) -> None:
         signature = self.signature
@@ -306,7 +304,7 @@ def _step(op: Any, mode: str) -> Callable[[Any], None]:
     if op[0] == "out":
         path = op[1]
         if mode == "layout" and path[0] == "content":
-            return lambda run: run.output(path)
+            return lambda run: run.content(path)
         get = _getter(path, False)
 
         def out(run: Any) -> None:
