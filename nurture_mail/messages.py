@@ -114,11 +114,11 @@ def build_message(envelope: Envelope, email: RenderedEmail, boundary: str | None
     # "=_" never occurs in quoted-printable output ("=" only starts an escape or a soft line
     # break there): a boundary starting with it (ours all do) is looked for in 7bit parts only.
     boundary = boundary or _boundary()
-    while any(
-        (cte == "7bit" or not boundary.startswith("=_")) and boundary.encode("ascii") in part
-        for cte, part in ((text_cte, text), (html_cte, html))
+    scan_all = not boundary.startswith("=_")
+    while ((scan_all or text_cte == "7bit") and boundary.encode("ascii") in text) or (
+        (scan_all or html_cte == "7bit") and boundary.encode("ascii") in html
     ):
-        boundary = _boundary()
+        boundary, scan_all = _boundary(), False
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
     delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
     return CrlfBytes(b"".join((

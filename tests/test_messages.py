@@ -409,7 +409,11 @@ def test_a_boundary_is_checked_against_7bit_parts_and_kept_with_quoted_printable
     quoted = build_message(envelope(), RenderedEmail("Hi", text + "Zoë\n", "<p>x</p>"),
                            boundary="=_fixed")
     assert b'boundary="=_fixed"' in quoted
-    for raw, body in ((seven_bit, text), (quoted, text + "Zoë\n")):
+    # A boundary given without the "=_" mark is looked for in every part.
+    other = build_message(envelope(), RenderedEmail("Hi", "see xyz\nZoë\n", "<p>x</p>"),
+                          boundary="xyz")
+    assert b'boundary="xyz"' not in other
+    for raw, body in ((seven_bit, text), (quoted, text + "Zoë\n"), (other, "see xyz\nZoë\n")):
         parts = list(parse(raw).iter_parts())
         assert len(parts) == 2
         assert parts[0].get_content().replace("\r\n", "\n") == body
