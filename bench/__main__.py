@@ -90,6 +90,9 @@ def main() -> int:
             figures.append(ceiling)
         figures.append(naive)
         figures.extend(engine_figures)
+        counted = send.instructions(*((100, 300) if q else (1000, 3000)))
+        if counted is not None:
+            figures.append(counted)
     if "pool" in args.names:
         from . import pool
 

@@ -1,10 +1,13 @@
 """Send throughput: the ceiling (Postfix smtp-source -> smtp-sink), a naive baseline (render +
 EmailMessage + one smtplib connection) and the real engine end to end (ledger rows due ->
 claimed -> rendered -> sent -> recorded) through `nurture run` processes, on SQLite and
-PostgreSQL."""
+PostgreSQL; and, with valgrind installed, the CPU instructions the engine spends per message
+(`instructions`): a count a busy machine does not move."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import signal
 import smtplib
 import subprocess
@@ -205,3 +208,58 @@ def _peak_rss_mb() -> float:
     from .common import peak_rss_children_mb
 
     return peak_rss_children_mb()
+
+
+def one_tick(root: str) -> None:
+    """One sending tick, in this process, over the workspace `engine_run` builds in `root`
+    (what each beat of `nurture run` does): prints its summary."""
+    import os
+
+    from nurture_mail.config import load_settings
+    from nurture_mail.database import open_database
+    from nurture_mail.engine import Engine
+    from nurture_mail.transport import make_transport
+    from nurture_mail.workspace import load_workspace
+
+    os.chdir(root)
+    later = T0 + timedelta(hours=1)
+    settings = load_settings(Path(root) / "nurture.toml", env={},
+                             database_url=f"sqlite:///{Path(root) / 'nurture.db'}")
+    db = open_database(settings.database_url)
+    try:
+        engine = Engine(settings, db, load_workspace(settings, db), make_transport(settings),
+                        clock=lambda: later)
+        print(engine.tick(later).summary())
+    finally:
+        db.dispose()
+
+
+def instructions(small: int = 1000, large: int = 3000) -> Figure | None:
+    """CPU instructions per message of a sending tick (SQLite, one process, in process, real
+    SMTP to smtp-sink), counted by valgrind's callgrind: the tick over `large` due messages
+    minus the tick over `small`, per message. None without valgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    counts = {}
+    with tempfile.TemporaryDirectory() as tmp, smtp_sink() as port:
+        for n in (small, large):
+            root = Path(tmp) / str(n)
+            root.mkdir()
+            csv = _workspace(root, port, n)
+            base = [python(), "-m", "nurture_mail", "--database", f"sqlite:///{root / 'nurture.db'}"]
+            subprocess.run(base + ["candidates", "import", str(csv)], cwd=root, check=True, capture_output=True)
+            subprocess.run(base + ["--now", T0.isoformat(), "tick"], cwd=root, check=True, capture_output=True)
+            run = subprocess.run(
+                [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", python(), "-c",
+                 "import sys; from bench.send import one_tick; one_tick(sys.argv[1])", str(root)],
+                cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                timeout=1800, check=True,
+            )
+            found = re.search(r"Collected : ([0-9]+)", run.stderr)
+            if found is None or f"{n} sent" not in run.stdout:
+                raise RuntimeError(f"tick of {n}: {run.stdout[-200:]} {run.stderr[-300:]}")
+            counts[n] = int(found.group(1))
+    per_message = (counts[large] - counts[small]) / (large - small)
+    return Figure("send engine: instructions per message (callgrind)", per_message, "instr",
+                  {"backend": "sqlite", "processes": 1, "messages": f"{large} - {small}"})
