@@ -360,24 +360,26 @@ def claimed_details(session: Session, ids: Sequence[int]) -> list[Claimed]:
         for cid, tag in _TAGS_OF.execute(conn, {r[_CANDIDATE_AT] for r in rows}):
             tags.setdefault(cid, []).append(tag)
     out = []
-    keys, at, utc = _CANDIDATE_KEYS, _CANDIDATE_AT, UTC
+    keys, at = _CANDIDATE_KEYS, _CANDIDATE_AT
+    if rows and len(rows[0]) != at + len(keys):  # checked once, not per row (zip's strict=)
+        raise RuntimeError("claimed_details: the query's columns and _CANDIDATE_KEYS differ")
+    # `aware`, inlined: naive UTC as stored -> aware. A batch repeats the same few moments (one
+    # import's created_at, one slot's due_at): each is made aware once, not once a row
+    # (datetime.replace with a keyword costs ~30 times a dictionary look-up).
+    made: dict[datetime, datetime] = {}
     for r in rows:
-        candidate = dict(zip(keys, r[at:], strict=True))
-        # `aware`, inlined: naive UTC as stored -> aware
+        candidate = dict(zip(keys, r[at:]))  # noqa: B905 - the lengths are checked above
         if (decided := candidate["decided_at"]) is not None and decided.tzinfo is None:
-            candidate["decided_at"] = decided.replace(tzinfo=utc)
+            candidate["decided_at"] = made.get(decided) or made.setdefault(decided, decided.replace(tzinfo=UTC))
         if (created := candidate["created_at"]) is not None and created.tzinfo is None:
-            candidate["created_at"] = created.replace(tzinfo=utc)
+            candidate["created_at"] = made.get(created) or made.setdefault(created, created.replace(tzinfo=UTC))
         attributes = candidate["attributes"]
         candidate["attributes"] = dict(attributes) if attributes else {}
         found = tags.get(candidate["id"])
         candidate["tags"] = sorted(found) if found else []
-        due = r[7]
-        out.append(Claimed(
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6],
-            due.replace(tzinfo=utc) if due is not None and due.tzinfo is None else due,
-            r[8], bool(r[9]), candidate,
-        ))
+        if (due := r[7]) is not None and due.tzinfo is None:
+            due = made.get(due) or made.setdefault(due, due.replace(tzinfo=UTC))
+        out.append(Claimed(r[0], r[1], r[2], r[3], r[4], r[5], r[6], due, r[8], bool(r[9]), candidate))
     return out
 
 
