@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import socket
@@ -115,3 +116,20 @@ def python_speed() -> Figure:
 
     best = min(loop() for _ in range(5))
     return Figure("machine: python loop", best / 2_000_000 * 1e9, "ns/iter", {"iterations": 2_000_000})
+
+
+VALGRIND = shutil.which("valgrind")
+
+
+def callgrind_instructions(command: list[str], *, cwd: Path | None = None, timeout: float = 1800,
+                           ) -> tuple[int, subprocess.CompletedProcess]:
+    """The CPU instructions `command` runs, counted by valgrind's callgrind (VALGRIND must be
+    set), and the finished process: a count that a busy machine does not move."""
+    run = subprocess.run(
+        [VALGRIND, "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, check=True,
+    )
+    found = re.search(r"Collected : ([0-9]+)", run.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from callgrind: {run.stderr[-300:]}")
+    return int(found.group(1)), run

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import secrets
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import VALGRIND, callgrind_instructions  # noqa: E402
 from bench.send import CAMPAIGN  # noqa: E402
 from nurture_mail.campaigns import load_campaigns  # noqa: E402
 from nurture_mail.config import load_settings  # noqa: E402
@@ -123,20 +121,14 @@ def instructions(count: int, names: int) -> float | None:
     without valgrind): the process run with `count` calls minus the same run with none,
     divided by `count`. A count, not a time: a busy neighbour does not move it, so a change
     of a few per cent shows on a machine whose timings wander by tens of per cent."""
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
+    if VALGRIND is None:
         return None
 
     def collected(calls: int) -> int:
-        run = subprocess.run(
-            [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-             __file__, "--prepares-only", str(calls), "--names", str(names)],
-            capture_output=True, text=True, timeout=600, check=True,
-        )
-        found = re.search(r"Collected : ([0-9]+)", run.stderr)
-        if found is None:
-            raise RuntimeError(f"no instruction count from callgrind: {run.stderr[-300:]}")
-        return int(found.group(1))
+        return callgrind_instructions(
+            [sys.executable, __file__, "--prepares-only", str(calls), "--names", str(names)],
+            timeout=600,
+        )[0]
 
     return (collected(count) - collected(0)) / count
 

@@ -6,8 +6,6 @@ PostgreSQL; and, with valgrind installed, the CPU instructions the engine spends
 
 from __future__ import annotations
 
-import re
-import shutil
 import signal
 import smtplib
 import subprocess
@@ -17,7 +15,15 @@ from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
-from .common import SMTP_SOURCE, Figure, fresh_pg_schema, python, smtp_sink
+from .common import (
+    SMTP_SOURCE,
+    VALGRIND,
+    Figure,
+    callgrind_instructions,
+    fresh_pg_schema,
+    python,
+    smtp_sink,
+)
 
 T0 = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
 CAMPAIGN = """
@@ -238,8 +244,7 @@ def instructions(small: int = 1000, large: int = 3000) -> Figure | None:
     """CPU instructions per message of a sending tick (SQLite, one process, in process, real
     SMTP to smtp-sink), counted by valgrind's callgrind: the tick over `large` due messages
     minus the tick over `small`, per message. None without valgrind."""
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
+    if VALGRIND is None:
         return None
     counts = {}
     with tempfile.TemporaryDirectory() as tmp, smtp_sink() as port:
@@ -250,16 +255,13 @@ def instructions(small: int = 1000, large: int = 3000) -> Figure | None:
             base = [python(), "-m", "nurture_mail", "--database", f"sqlite:///{root / 'nurture.db'}"]
             subprocess.run(base + ["candidates", "import", str(csv)], cwd=root, check=True, capture_output=True)
             subprocess.run(base + ["--now", T0.isoformat(), "tick"], cwd=root, check=True, capture_output=True)
-            run = subprocess.run(
-                [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", python(), "-c",
-                 "import sys; from bench.send import one_tick; one_tick(sys.argv[1])", str(root)],
-                cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
-                timeout=1800, check=True,
+            counts[n], run = callgrind_instructions(
+                [python(), "-c", "import sys; from bench.send import one_tick; one_tick(sys.argv[1])",
+                 str(root)],
+                cwd=Path(__file__).resolve().parents[1],
             )
-            found = re.search(r"Collected : ([0-9]+)", run.stderr)
-            if found is None or f"{n} sent" not in run.stdout:
-                raise RuntimeError(f"tick of {n}: {run.stdout[-200:]} {run.stderr[-300:]}")
-            counts[n] = int(found.group(1))
+            if f"{n} sent" not in run.stdout:
+                raise RuntimeError(f"tick of {n}: {run.stdout[-200:]}")
     per_message = (counts[large] - counts[small]) / (large - small)
     return Figure("send engine: instructions per message (callgrind)", per_message, "instr",
                   {"backend": "sqlite", "processes": 1, "messages": f"{large} - {small}"})
