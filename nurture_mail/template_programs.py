@@ -150,13 +150,11 @@ class ProgramRun:
             raise Unsupported("undefined")
         return value
 
-    # Where template text goes in "text" mode (`TextRun` with tokens=False sets both).
-    text_out: list[str] | None = None
-    # The closures `compiled` makes for this run: "text" (template text appended to
-    # `text_out`), "tokens" (dropped) or "layout" (dropped; `content` is the page's body).
+    # The closures `compiled` makes for this run: "text" (template text appended to `out`,
+    # a TextRun's), "tokens" (dropped) or "layout" (dropped; `content` is the page's body).
     mode = "tokens"
 
-    def run(self, program: list[Any]) -> None:
+    def run(self, program: Program) -> None:
         compiled(program, self.mode)(self)
 
     def emit(self, value: Any) -> None:
@@ -174,7 +172,6 @@ class TextRun(ProgramRun):
         self.tokens = tokens
         self.chars = 0
         self.out: list[str] = []
-        self.text_out = None if tokens else self.out
         self.mode = "tokens" if tokens else "text"
         self.texts: list[str] = []
 
@@ -272,14 +269,11 @@ class LayoutRun(ProgramRun):
 # "layout"). The program list itself stays what `token_skeleton` and `build_layout` walk.
 # Only names and constants go into closures: nothing of a template is ever compiled as code.
 
-def compiled(program: list[Any], mode: str) -> Callable[[Any], None]:
-    """`program`'s runner in `mode` ("text", "tokens" or "layout"), kept with a `Program`."""
-    runners = getattr(program, "runners", None)
-    if runners is None:
-        return _block(program, mode)
-    runner = runners.get(mode)
+def compiled(program: Program, mode: str) -> Callable[[Any], None]:
+    """`program`'s runner in `mode` ("text", "tokens" or "layout"), kept with it."""
+    runner = program.runners.get(mode)
     if runner is None:
-        runner = runners[mode] = _block(program, mode)
+        runner = program.runners[mode] = _block(program, mode)
     return runner
 
 
@@ -298,7 +292,7 @@ def _block(program: list[Any], mode: str) -> Callable[[Any], None]:
 def _step(op: Any, mode: str) -> Callable[[Any], None]:
     if type(op) is str:
         def text(run: Any, text: str = op) -> None:
-            run.text_out.append(text)
+            run.out.append(text)
 
         return text
     if op[0] == "out":
