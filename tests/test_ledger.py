@@ -51,6 +51,8 @@ def test_claimed_details_give_the_candidate_exactly_as_candidate_fields_does(tmp
                     assert row.candidate == expected
                     assert row.enrollment_state == "active" and row.suppressed is False
                     assert row.step_id == "hello" and row.due_at.tzinfo is not None
+                    send = session.execute(select(Send).where(Send.id == row.send_id)).scalar_one()
+                    assert row.due_at == ledger.aware(send.due_at) and row.message_id == send.message_id
                 ann = by_email["ann@example.com"].candidate
                 assert ann["tags"] == ["python", "remote"] and ann["attributes"] == {"seniority": "senior"}
                 assert ann["decided_at"].tzinfo is not None

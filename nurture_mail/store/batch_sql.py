@@ -71,6 +71,7 @@ class OneOf:
         self.postgresql: Binary | None = None  # built on first use (`pg_array`)
         values = select(literal_column("value")).select_from(func.json_each(bindparam(name)))
         self.sqlite = build(lambda column: column.in_(values))
+        self._sqlite_text: str | None = None
 
     def execute(self, conn, values: Iterable, **params):
         values = list(values)
@@ -80,6 +81,19 @@ class OneOf:
                 self.postgresql = Binary(self.build(lambda column: column == any_(array)))
             return self.postgresql.execute(conn, {self.name: values, **params})
         return conn.execute(self.sqlite, {self.name: json.dumps(values), **params})
+
+    def execute_raw(self, conn, values: Iterable):
+        """`execute` with no other parameter, whose rows come as the driver gives them, without
+        SQLAlchemy's result processing: on SQLite a DateTime is then the stored text and a JSON
+        column its text (PostgreSQL's rows come from the driver either way: `Binary`)."""
+        if conn.dialect.name == "postgresql":
+            return self.execute(conn, values)
+        if self._sqlite_text is None:
+            compiled = self.sqlite.compile(dialect=conn.dialect)
+            if list(compiled.positiontup or ()) != [self.name]:
+                raise RuntimeError(f"execute_raw takes the list alone, not {compiled.positiontup}")
+            self._sqlite_text = compiled.string
+        return conn.exec_driver_sql(self._sqlite_text, (json.dumps(list(values)),))
 
 
 class Binary:
