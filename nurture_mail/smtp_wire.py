@@ -242,6 +242,7 @@ class Wire(asyncio.Protocol):
         self.transport.write(_envelope(items[0]))
         expect_reset = False  # a RSET went out ahead of this item's envelope
         last = len(items) - 1
+        replies = self.replies
         for i, item in enumerate(items):
             heard = 0
             self._within(self.timeout)
@@ -251,10 +252,12 @@ class Wire(asyncio.Protocol):
                     if code >= 300:
                         raise WireError(f"RSET refused: {code} {text}")
                     expect_reset = False
-                mail = await self.reply()
+                # A reply already read is taken as `reply` would (it returns it first, before
+                # any check): no coroutine a reply, four a message, for the usual case.
+                mail = replies.popleft() if replies else await self.reply()
                 heard = 1
-                rcpt = await self.reply()
-                data = await self.reply()
+                rcpt = replies.popleft() if replies else await self.reply()
+                data = replies.popleft() if replies else await self.reply()
             except WireError as exc:
                 self.broken = True
                 out.append(EnvelopeLost(str(exc), nothing_heard=heard == 0 and i == 0))
@@ -285,7 +288,7 @@ class Wire(asyncio.Protocol):
             self.transport.write(item[2] if i == last else item[2] + _envelope(items[i + 1]))
             self._within(self.timeout)
             try:
-                done = await self.reply()
+                done = replies.popleft() if replies else await self.reply()
             except (WireError, TimeoutError) as exc:
                 self.broken = True
                 out.append(DataPhaseLost(str(exc) or type(exc).__name__))
