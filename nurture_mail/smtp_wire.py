@@ -252,8 +252,8 @@ class Wire(asyncio.Protocol):
                     if code >= 300:
                         raise WireError(f"RSET refused: {code} {text}")
                     expect_reset = False
-                # A reply already read is taken as `reply` would (it returns it first, before
-                # any check): no coroutine a reply, four a message, for the usual case.
+                # A reply already read is taken as `reply` would take it (first, before any
+                # check), without a coroutine: usually all four replies of a message are.
                 mail = replies.popleft() if replies else await self.reply()
                 heard = 1
                 rcpt = replies.popleft() if replies else await self.reply()

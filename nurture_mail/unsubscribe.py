@@ -28,9 +28,8 @@ def _unb64(text: str) -> bytes:
 @functools.lru_cache(maxsize=16)  # one secret per install
 def _signer(secret: str) -> tuple[Any, Any]:
     """HMAC-SHA256 (RFC 2104) keyed with `secret`, as the two SHA-256 states after the key
-    block: each tag copies them instead of keying again. Two hash copies a token, without
-    `hmac.HMAC`'s object and its four: 0.7 against 1.3 us (`tests/test_unsubscribe.py` holds
-    it to `hmac`)."""
+    block: each tag copies them instead of keying again, with no `hmac.HMAC` object a token
+    (0.7 against 1.3 us a tag; `tests/test_unsubscribe.py` holds it to `hmac`)."""
     key = secret.encode()
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()
