@@ -41,9 +41,9 @@ except ImportError:  # pragma: no cover
 # group costs a commit and a round of the connections whatever its size; 8 instead of 4 sent
 # 11% more per second with 2 processes (4 paired rounds, bench send), 16 only 2% more again.
 INFLIGHT_PER_CONNECTION = 8
-_MISSING: Any = object()
 BACKOFF_BASE = timedelta(minutes=5)
 BACKOFF_CAP = timedelta(hours=6)
+_MISSING: Any = object()  # a look-up's miss, where None is a value (a removed step)
 
 
 @dataclass
