@@ -114,9 +114,10 @@ def naive(n: int) -> Figure:
 
 class _Progress:
     """Whether sends are left and whether one has been sent, read on one connection kept open
-    for the run: each question is an EXISTS over a partial index (claimable rows, claimed
-    rows, sent rows), answered in microseconds however far the run is, so polling often takes
-    next to nothing from the senders (a count over 50,000 claimable rows took 2.3 ms)."""
+    for the run: one statement a question, EXISTS over partial indexes (claimable rows, claimed
+    rows, sent rows), answered however far the run is in 19 us of CPU on SQLite, 180 us on
+    PostgreSQL (a count over 50,000 claimable rows took 2.3 ms): polled every 20 ms, it takes
+    next to nothing from the senders and sees the end of a run within 20 ms."""
 
     def __init__(self, db_url: str):
         from sqlalchemy import create_engine
@@ -124,20 +125,17 @@ class _Progress:
         self.engine = create_engine(db_url)
         self.conn = self.engine.connect()
 
-    def _exists(self, where: str) -> bool:
-        from sqlalchemy import text
-
-        return bool(self.conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM sends WHERE {where})")).scalar())
+    def _ask(self, sql: str) -> bool:
+        answer = bool(self.conn.exec_driver_sql(sql).scalar())
+        self.conn.commit()  # a fresh snapshot next time
+        return answer
 
     def unfinished(self) -> bool:
-        left = (self._exists("state IN ('scheduled', 'deferred')") or self._exists("state = 'claimed'"))
-        self.conn.commit()  # a fresh snapshot next time
-        return left
+        return self._ask("SELECT EXISTS (SELECT 1 FROM sends WHERE state IN ('scheduled', 'deferred'))"
+                         " OR EXISTS (SELECT 1 FROM sends WHERE state = 'claimed')")
 
     def any_sent(self) -> bool:
-        sent = self._exists("state = 'sent'")
-        self.conn.commit()
-        return sent
+        return self._ask("SELECT EXISTS (SELECT 1 FROM sends WHERE state = 'sent')")
 
     def sent(self) -> int:
         from sqlalchemy import text
@@ -191,7 +189,7 @@ def engine_run(n: int, backend: str, processes: int, timeout: float = 900) -> Fi
                         first = time.perf_counter() - start
                     if not progress.unfinished():
                         break
-                    time.sleep(0.01)
+                    time.sleep(0.02)
                 elapsed = time.perf_counter() - start
                 sent = progress.sent()
             finally:
