@@ -68,6 +68,12 @@ def _daemon(env: DeliveryEnv, now: datetime, log: Path) -> subprocess.Popen:
         )
 
 
+def _started(log: Path) -> int:
+    """How many daemons writing to `log` have started their scheduler (APScheduler says so,
+    after the daemon has put its SIGTERM handler in place)."""
+    return log.read_bytes().count(b"Scheduler started") if log.exists() else 0
+
+
 def _wait(condition, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -125,11 +131,15 @@ def run_harness(tmp_path: Path, db_url: str, *, backend: str, total: int, kills:
             assert in_flight <= daemons * WINDOW, (rounds, in_flight)
             now += timedelta(minutes=5)  # later than any lease the dead processes held
 
-        # a clean run (the same number of daemons) until every row is settled, then SIGTERM
+        # a clean run (the same number of daemons) until every row is settled, then SIGTERM,
+        # once every daemon has started its scheduler (and so handles SIGTERM): the killed ones
+        # may have settled everything already, and a daemon signalled while it still imports
+        # dies of the signal instead of stopping.
         kill_phase = len(sink.received)
+        started = _started(log)
         procs = [_daemon(env, now, log) for _ in range(daemons)]
         try:
-            settled = _wait(lambda: set(_ledger(db)[0]) <= SETTLED, 900)
+            settled = _wait(lambda: set(_ledger(db)[0]) <= SETTLED and _started(log) >= started + daemons, 900)
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
