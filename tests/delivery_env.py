@@ -53,6 +53,13 @@ steps:
 """
 
 
+def schedulers_started(log: Path) -> int:
+    """How many `nurture run` daemons writing to `log` have started their scheduler: APScheduler
+    logs it once the daemon's SIGTERM handler is in place (signalled before, a daemon that is
+    still importing dies of the signal instead of stopping)."""
+    return log.read_bytes().count(b"Scheduler started") if log.exists() else 0
+
+
 @dataclass
 class DeliveryEnv:
     root: Path

@@ -16,7 +16,7 @@ import pytest
 from nurture_mail import engine as engine_module
 from nurture_mail.testing import SmtpSink
 
-from .delivery_env import DeliveryEnv
+from .delivery_env import DeliveryEnv, schedulers_started
 
 T0 = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
 CAMPAIGN = """
@@ -50,13 +50,6 @@ def daemon(env: DeliveryEnv, now: datetime) -> subprocess.Popen:
             [sys.executable, "-m", "nurture_mail", "--database", env.db_url, "--now", now.isoformat(), "run"],
             cwd=env.root, stdout=subprocess.DEVNULL, stderr=log,
         )
-
-
-def started(env: DeliveryEnv) -> int:
-    """How many daemons have started their scheduler (APScheduler logs it once the daemon's
-    SIGTERM handler is in place: signalled before, a daemon dies of the signal)."""
-    log = env.root / "daemons.log"
-    return log.read_bytes().count(b"Scheduler started") if log.exists() else 0
 
 
 def states(env: DeliveryEnv) -> Counter:
@@ -117,7 +110,7 @@ def test_three_daemons_on_postgresql_share_without_duplicates(tmp_path, pg_url):
     procs = [daemon(env, now) for _ in range(3)]
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and (states(env)["sent"] < total or started(env) < 3):
+        while time.monotonic() < deadline and (states(env)["sent"] < total or schedulers_started(env.root / "daemons.log") < 3):
             time.sleep(0.2)
         for p in procs:
             p.send_signal(signal.SIGTERM)

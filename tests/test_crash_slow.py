@@ -38,7 +38,7 @@ from nurture_mail.models import Send
 from nurture_mail.store.ledger import FINAL_STATES
 from nurture_mail.testing import SmtpSink
 
-from .delivery_env import DeliveryEnv
+from .delivery_env import DeliveryEnv, schedulers_started
 from .test_crash import CAMPAIGN, T0
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -66,12 +66,6 @@ def _daemon(env: DeliveryEnv, now: datetime, log: Path) -> subprocess.Popen:
             [sys.executable, "-m", "nurture_mail", "--database", env.db_url, "--now", now.isoformat(), "run"],
             cwd=env.root, stdout=subprocess.DEVNULL, stderr=out,
         )
-
-
-def _started(log: Path) -> int:
-    """How many daemons writing to `log` have started their scheduler (APScheduler says so,
-    after the daemon has put its SIGTERM handler in place)."""
-    return log.read_bytes().count(b"Scheduler started") if log.exists() else 0
 
 
 def _wait(condition, seconds: float) -> bool:
@@ -136,10 +130,10 @@ def run_harness(tmp_path: Path, db_url: str, *, backend: str, total: int, kills:
         # may have settled everything already, and a daemon signalled while it still imports
         # dies of the signal instead of stopping.
         kill_phase = len(sink.received)
-        started = _started(log)
+        started = schedulers_started(log)
         procs = [_daemon(env, now, log) for _ in range(daemons)]
         try:
-            settled = _wait(lambda: set(_ledger(db)[0]) <= SETTLED and _started(log) >= started + daemons, 900)
+            settled = _wait(lambda: set(_ledger(db)[0]) <= SETTLED and schedulers_started(log) >= started + daemons, 900)
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
