@@ -394,9 +394,7 @@ _SQLITE_DATETIME = sqlite.DATETIME().result_processor(sqlite.dialect(), None)
 def _moment(stored: object) -> datetime:
     """A stored moment (naive UTC) as an aware datetime: SQLite's text, read as SQLAlchemy's
     DateTime reads it, or PostgreSQL's datetime."""
-    if type(stored) is str:
-        stored = _SQLITE_DATETIME(stored)
-    return stored.replace(tzinfo=UTC) if stored.tzinfo is None else stored  # type: ignore[union-attr]
+    return aware(_SQLITE_DATETIME(stored) if type(stored) is str else stored)  # type: ignore[arg-type,return-value]
 
 
 # What rules and templates see of a candidate, in `candidate_fields` order (plus "tags").
