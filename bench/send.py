@@ -138,9 +138,7 @@ class _Progress:
         return self._ask("SELECT EXISTS (SELECT 1 FROM sends WHERE state = 'sent')")
 
     def sent(self) -> int:
-        from sqlalchemy import text
-
-        return self.conn.execute(text("SELECT count(*) FROM sends WHERE state = 'sent'")).scalar()
+        return self.conn.exec_driver_sql("SELECT count(*) FROM sends WHERE state = 'sent'").scalar()
 
     def close(self) -> None:
         self.conn.close()
