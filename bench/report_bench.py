@@ -93,14 +93,15 @@ def _statements(dialect: str, sends: int) -> list[str]:
                    CASE WHEN e.id % 97 <> 0 AND e.id % 89 <> 0 AND e.id % 499 <> 0 THEN {day} END,
                    {day}, {day}
             FROM enrollments e CROSS JOIN {steps}""",
-        # Replies to 10% of the sent sends, auto-replies to 4%, bounces to 4% (some after a reply).
+        # Replies to 10% of the sent sends, auto-replies to 4%, bounces to 4% (some after a reply),
+        # with the copies of their sends that reply_sync stores (models.Inbound).
         f"""INSERT INTO inbound (dedupe_key, message_id, received_at, kind, bounce, reply_text,
-                                 send_id, candidate_id, campaign_id)
+                                 send_id, candidate_id, campaign_id, step_id, variant, send_sent_at)
             SELECT 'd' || id, 'r' || id || '@bench', {later},
                    CASE WHEN id % 50 < 5 THEN 'reply' WHEN id % 50 < 7 THEN 'auto_reply' ELSE 'bounce' END,
                    CASE WHEN id % 50 = 7 THEN 'hard' WHEN id % 50 = 8 THEN 'soft' END,
                    CASE WHEN id % 50 < 5 THEN 'Thanks, happy to talk.' END,
-                   id, candidate_id, campaign_id
+                   id, candidate_id, campaign_id, step_id, variant, sent_at
             FROM sends WHERE state = 'sent' AND id % 50 < 9""",
     ]
 

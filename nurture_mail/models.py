@@ -272,11 +272,26 @@ class Inbound(Base):
     )
     campaign_id: Mapped[str | None] = mapped_column(String(100))
     return_date: Mapped[datetime | None] = mapped_column(DateTime)
+    # The matched send's step and variant (fixed when the send is made), and its sent_at when
+    # it had already been accepted (state `sent`, final) as the message was matched: a report
+    # counts the message from these alone. NULL send_sent_at: the report reads the send.
+    step_id: Mapped[str | None] = mapped_column(String(100))
+    variant: Mapped[str | None] = mapped_column(String(50))
+    send_sent_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (
         # What came back about each send, read by `nurture report` from this index alone in
-        # send order (no table rows); inbound is written once per message, so it costs little.
-        Index("ix_inbound_report", "send_id", "kind", "bounce", "received_at"),
+        # send order (no table rows, no ledger rows); inbound is written once per message, so
+        # it costs little.
+        Index("ix_inbound_report", "send_id", "kind", "bounce", "received_at",
+              "campaign_id", "step_id", "variant", "send_sent_at"),
+        # Messages matched to a send not yet accepted when they came: the few a report looks
+        # up in the ledger.
+        partial_index(
+            "ix_inbound_unaccepted",
+            "send_id",
+            where="send_id IS NOT NULL AND send_sent_at IS NULL",
+        ),
         # Each candidate's last reply for the warm pool, one probe each.
         partial_index(
             "ix_inbound_replies",

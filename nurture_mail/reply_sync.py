@@ -439,6 +439,10 @@ def _row(item: _Item, ref: store.SendRef | None) -> dict:
         "send_id": ref.send_id if ref else None,
         "candidate_id": ref.candidate_id if ref else None,
         "campaign_id": ref.campaign_id if ref else None,
+        # Copies of the send for the report (models.Inbound): sends never change them later.
+        "step_id": ref.step_id if ref else None,
+        "variant": ref.variant if ref else None,
+        "send_sent_at": ref.accepted_at if ref else None,
         "return_date": datetime.combine(v.return_date, time()) if v.return_date else None,
     }
 

@@ -6,15 +6,18 @@ The same page is `nurture report --format html` and the live dashboard of `nurtu
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from . import charts
+from . import charts, pool_report, reports
 from .pool_report import PoolReport
 from .reports import Report, StepReport, human_duration, percent
+from .warmth import COLD_DAYS, WARM_DAYS, PoolFilter
 
 # Past this many candidates the page shows the first ones and says where the rest are.
 POOL_ROWS_SHOWN = 500
@@ -41,6 +44,46 @@ def _environment() -> Environment:
     env.filters["percent"] = percent
     env.filters["duration"] = human_duration
     return env
+
+
+def gather_page(
+    db,
+    *,
+    now: datetime,
+    since: datetime | None = None,
+    campaign: str | None = None,
+    warm_days: int = WARM_DAYS,
+    cold_days: int = COLD_DAYS,
+    sort: str = "group",
+) -> tuple[Report, PoolReport]:
+    """The report and the first rows of the pool that the page shows, read at once: the pool
+    on a connection of its own in a second thread (the databases work without the GIL, and
+    each read takes about as long as the other). The report is one snapshot and the pool
+    another, a moment apart: two sections of one page."""
+    found: dict = {}
+
+    def read_pool() -> None:
+        try:
+            found["pool"] = pool_report.gather_pool(
+                db, now=now, warm_days=warm_days, cold_days=cold_days,
+                where=PoolFilter(campaign=campaign), sort=sort, limit=POOL_ROWS_SHOWN)
+        except BaseException as exc:  # noqa: BLE001 - raised again by the caller's thread
+            found["error"] = exc
+
+    if db.engine.url.database in (None, "", ":memory:"):  # each connection its own database
+        read_pool()
+        if "error" in found:
+            raise found["error"]
+        return reports.gather(db, now=now, since=since, campaign=campaign), found["pool"]
+    worker = threading.Thread(target=read_pool, name="nurture-report-pool", daemon=True)
+    worker.start()
+    try:
+        result = reports.gather(db, now=now, since=since, campaign=campaign)
+    finally:
+        worker.join()
+    if "error" in found:
+        raise found["error"]
+    return result, found["pool"]
 
 
 def _step_label(campaign: str, step: StepReport, many: bool) -> str:

@@ -40,11 +40,10 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import pool_report, reports
 from .config import Settings
 from .database import Database
 from .errors import NurtureError
-from .report_html import POOL_ROWS_SHOWN, render
+from .report_html import gather_page, render
 from .store import pool
 from .store import reports as report_store
 from .unsubscribe import make_token, read_token
@@ -165,8 +164,7 @@ def create_app(settings: Settings, db: Database, *, clock: Callable[[], datetime
             return refused
         # Read-only: the same report as `nurture report --format html`, built at request time.
         now = clock()
-        result = reports.gather(db, now=now)
-        warm = pool_report.gather_pool(db, now=now, limit=POOL_ROWS_SHOWN)  # the rows the page shows
+        result, warm = gather_page(db, now=now)  # the pool: the rows the page shows
         with db.sessions() as session:
             states = report_store.sends_by_state(session)
         html = render(result, warm, title=f"{settings.company_name}: nurture", company=settings.company_name,

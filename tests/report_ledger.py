@@ -22,11 +22,18 @@ def utc(moment: datetime) -> datetime:
 
 
 class Ledger:
-    """Insert rows one by one; ids come back so rows can refer to each other."""
+    """Insert rows one by one; ids come back so rows can refer to each other.
 
-    def __init__(self, db):
+    Inbound rows matched to a send carry its copies as reply_sync stores them (step, variant,
+    and sent_at when the send is accepted), unless `copies` is False: then they look like rows
+    stored before migration 0003 or matched while the send was on the wire, and a report reads
+    their sends from the ledger."""
+
+    def __init__(self, db, *, copies: bool = True):
         self.db = db
+        self.copies = copies
         self._n = itertools.count(1)
+        self._sends: dict[int, dict] = {}  # send id -> the copies an inbound row takes
 
     def _insert(self, table, **values) -> int:
         with self.db.engine.begin() as conn:
@@ -56,27 +63,32 @@ class Ledger:
     def send(self, enrollment: int, candidate: int, campaign: str, step: str, *, state: str = "sent",
              at: datetime = T0, variant: str | None = None, number: int = 1) -> int:
         n = next(self._n)
-        return self._insert(Send.__table__, enrollment_id=enrollment, campaign_id=campaign,
-                            candidate_id=candidate, step_id=step, step_number=number, variant=variant,
-                            state=state, due_at=at, message_id=f"m{n}.{secrets.token_hex(4)}@test",
-                            sent_at=at if state == "sent" else None, attempts=1,
-                            created_at=at - D, updated_at=at)
+        sent_at = at if state == "sent" else None
+        send_id = self._insert(Send.__table__, enrollment_id=enrollment, campaign_id=campaign,
+                               candidate_id=candidate, step_id=step, step_number=number, variant=variant,
+                               state=state, due_at=at, message_id=f"m{n}.{secrets.token_hex(4)}@test",
+                               sent_at=sent_at, attempts=1, created_at=at - D, updated_at=at)
+        self._sends[send_id] = {"step_id": step, "variant": variant, "send_sent_at": sent_at}
+        return send_id
 
     def inbound(self, kind: str, at: datetime, *, send: int | None = None, candidate: int | None = None,
-                campaign: str | None = None, bounce: str | None = None, text: str | None = None) -> int:
+                campaign: str | None = None, bounce: str | None = None, text: str | None = None,
+                copies: bool | None = None) -> int:
         n = next(self._n)
+        copied = self.copies if copies is None else copies
         return self._insert(Inbound.__table__, dedupe_key=hashlib.sha256(f"in{n}".encode()).hexdigest(),
                             message_id=f"in{n}@test", received_at=at, kind=kind, bounce=bounce,
-                            reply_text=text, send_id=send, candidate_id=candidate, campaign_id=campaign)
+                            reply_text=text, send_id=send, candidate_id=candidate, campaign_id=campaign,
+                            **(self._sends[send] if copied and send is not None else {}))
 
 
-def build_alpha(db) -> dict:
+def build_alpha(db, *, copies: bool = True) -> dict:
     """The known-answer ledger the report tests assert against (see test_reports.py).
 
     alpha: steps s1 (variants a and b) and s2; ten candidates c0..c9.
     beta: two enrolled, nothing sent. gamma: three sent, all hard-bounced.
     """
-    led = Ledger(db)
+    led = Ledger(db, copies=copies)
     led.campaign("alpha", ["s1", "s2"], name="Alpha <campaign>")
     led.campaign("beta", ["only"])
     led.campaign("gamma", ["g1"])

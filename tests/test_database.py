@@ -164,6 +164,51 @@ def test_upgrade_moves_messages_kept_in_the_ledger_to_sent_messages(db_url, half
         engine.dispose()
 
 
+def test_upgrade_gives_stored_inbound_rows_their_sends_copies(db_url):
+    """0003: messages stored before it get their send's step and variant, and its sent_at when
+    the send was accepted; unmatched ones stay as they were. The report's index holds them."""
+    from datetime import datetime
+
+    from sqlalchemy import create_engine, select
+
+    from nurture_mail.models import Inbound
+
+    engine = create_engine(db_url)
+    try:
+        now = datetime(2027, 3, 1, 9, 0)
+        with engine.begin() as conn:
+            _alembic(conn, "0002")
+            conn.execute(text("INSERT INTO candidates (id, email, status, attributes, token_key, created_at, updated_at) "
+                              "VALUES (1, 'a@example.com', 'rejected', '{}', 'k1', :now, :now)"), {"now": now})
+            conn.execute(text("INSERT INTO enrollments (id, candidate_id, campaign_id, state, enrolled_at, needs_next) "
+                              "VALUES (1, 1, 'c', 'active', :now, false)"), {"now": now})
+            for sid, state, variant in ((1, "sent", "b"), (2, "unknown", None)):
+                conn.execute(text(
+                    "INSERT INTO sends (id, enrollment_id, campaign_id, candidate_id, step_id, step_number, variant, "
+                    "state, due_at, message_id, data_started, attempts, sent_at, created_at, updated_at) VALUES "
+                    "(:id, 1, 'c', 1, :step, :id, :variant, :state, :now, :mid, true, 1, :sent, :now, :now)"),
+                    {"id": sid, "step": f"s{sid}", "variant": variant, "state": state, "mid": f"m{sid}@x",
+                     "now": now, "sent": now if state == "sent" else None})
+            for iid, send in ((1, 1), (2, 2), (3, None)):
+                conn.execute(text(
+                    "INSERT INTO inbound (id, dedupe_key, received_at, kind, send_id, campaign_id) "
+                    "VALUES (:id, :key, :now, 'reply', :send, 'c')"),
+                    {"id": iid, "key": f"k{iid}", "now": now, "send": send})
+        db = open_database(db_url)  # upgrades to the head
+        try:
+            with db.engine.connect() as conn:
+                rows = conn.execute(select(Inbound.id, Inbound.step_id, Inbound.variant, Inbound.send_sent_at)
+                                    .order_by(Inbound.id)).all()
+                indexes = {i["name"]: i["column_names"] for i in inspect(conn).get_indexes("inbound")}
+            assert [tuple(r) for r in rows] == [(1, "s1", "b", now), (2, "s2", None, None), (3, None, None, None)]
+            assert indexes["ix_inbound_report"][-4:] == ["campaign_id", "step_id", "variant", "send_sent_at"]
+            assert indexes["ix_inbound_unaccepted"] == ["send_id"]
+        finally:
+            db.dispose()
+    finally:
+        engine.dispose()
+
+
 def test_downgrade_puts_every_message_back_in_its_ledger_row(tmp_path, db_url):
     """0002 -> 0001: messages packed against a dictionary are unpacked and stored plain in
     sends.body, as 0001 read them."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from nurture_mail.inbox import FilesInbox, MaildirInbox, MboxInbox
 from nurture_mail.models import Enrollment, Event, Inbound, Send, Suppression
@@ -275,6 +275,9 @@ def test_reply_ends_the_enrollment_and_keeps_the_text(env, tmp_path):
     [row] = rows(env, Inbound)
     assert row.kind == "reply" and row.send_id == send.id and row.candidate_id == send.candidate_id
     assert row.campaign_id == "keep-warm"
+    # The send's copies for reports: it was accepted, so its sent_at too.
+    assert (row.step_id, row.variant, row.send_sent_at) == (send.step_id, send.variant, send.sent_at)
+    assert send.state == "sent" and send.sent_at is not None
     assert row.reply_text == "Thanks Dana, happy to talk in April!"
     assert row.received_at == at.replace(tzinfo=None, microsecond=0)
     [event] = rows(env, Event, Event.kind == "reply")
@@ -335,6 +338,23 @@ def test_unmatched_mail_is_recorded_and_never_acted_on(env, tmp_path):
     assert rows(env, Event, Event.kind.in_(["reply", "bounce_hard"])) == []
     assert rows(env, Suppression) == []
     assert {e.state for e in rows(env, Enrollment)} == {"active"}
+
+
+def test_a_reply_to_a_send_of_unknown_fate_carries_no_sent_at(env, tmp_path):
+    """The copies for reports: step and variant of any matched send, sent_at only of an
+    accepted one (a report counts no reply to a send whose fate is unknown)."""
+    send = sent_to(env, "berlin@example.com")
+    db = env.db()
+    try:
+        with db.sessions.begin() as s:
+            s.execute(update(Send).where(Send.id == send.id).values(state="unknown", sent_at=None))
+    finally:
+        db.dispose()
+    at = AFTER_FIRST + timedelta(hours=2)
+    path = write_eml(tmp_path / "in", "reply.eml", human_reply(send, at))
+    assert sync(env, [FilesInbox([path])], at + timedelta(minutes=5)).matched == 1
+    [row] = rows(env, Inbound)
+    assert (row.send_id, row.step_id, row.variant, row.send_sent_at) == (send.id, send.step_id, send.variant, None)
 
 
 def test_hard_bounce_suppresses_and_ends_enrollments(env, tmp_path):

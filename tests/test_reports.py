@@ -19,9 +19,12 @@ from .report_ledger import T0, H, Ledger, build_alpha, utc
 NOW = utc(T0 + 30 * timedelta(days=1))
 
 
-@pytest.fixture
-def alpha(db):
-    return build_alpha(db)
+@pytest.fixture(params=[True, False], ids=["copies", "ledger"])
+def alpha(db, request):
+    """The known-answer ledger, its inbound rows counted from the copies of their sends (as
+    reply_sync stores them) or from the sends themselves (rows stored before those copies, or
+    matched while their send was on the wire): the same report either way."""
+    return build_alpha(db, copies=request.param)
 
 
 def by_id(items, key):
@@ -90,6 +93,32 @@ def test_unmatched_inbound_does_not_count(db, alpha):
     after = report_json(db)
     assert before["campaigns"] == after["campaigns"]
     assert by_id(after["campaigns"], "alpha")["replied"] == 4
+
+
+def test_a_send_with_copied_and_looked_up_messages_counts_once(db):
+    """A reply matched while its send was on the wire carries no sent_at (the report reads the
+    send); a later one carries the copies. The send counts once per kind either way, its time
+    to reply from its first reply, whichever way that one was stored."""
+    led = Ledger(db)
+    led.campaign("mix", ["s1"])
+    sends = []
+    for i in range(3):
+        cand = led.candidate(f"m{i}@example.com")
+        sends.append((cand, led.send(led.enrol(cand, "mix"), cand, "mix", "s1", at=T0, variant="a")))
+    (c0, s0), (c1, s1), (c2, s2) = sends
+    led.inbound("reply", T0 + 1 * H, send=s0, candidate=c0, campaign="mix", copies=False)
+    led.inbound("reply", T0 + 3 * H, send=s0, candidate=c0, campaign="mix")
+    led.inbound("reply", T0 + 2 * H, send=s1, candidate=c1, campaign="mix")
+    led.inbound("reply", T0 + 5 * H, send=s1, candidate=c1, campaign="mix", copies=False)
+    led.inbound("auto_reply", T0 + H, send=s1, candidate=c1, campaign="mix", copies=False)
+    led.inbound("auto_reply", T0 + H, send=s1, candidate=c1, campaign="mix")
+    led.inbound("bounce", T0 + H, send=s2, candidate=c2, campaign="mix", bounce="soft")
+    led.inbound("bounce", T0 + 2 * H, send=s2, candidate=c2, campaign="mix", bounce="hard", copies=False)
+    mix = by_id(report_json(db)["campaigns"], "mix")
+    assert (mix["sent"], mix["replied"], mix["auto_replies"], mix["bounced"], mix["bounced_hard"]) == (3, 2, 1, 1, 1)
+    (variant,) = by_id(mix["steps"], "s1")["variants"]
+    assert (variant["id"], variant["replied"]) == ("a", 2)
+    assert mix["median_reply_seconds"] == 1.5 * 3600  # first replies after 1 h and 2 h
 
 
 def test_time_to_reply_percentiles(db, alpha):
@@ -198,6 +227,36 @@ def test_pool_limited_in_sql(db, alpha):
         assert first.total == 15
     assert pool(db, where=PoolFilter(group="cold"), limit=1).counts == {"warm": 0, "cooling": 0, "cold": 3}
     assert pool(db, where=PoolFilter(tags=("nope",)), limit=5).counts == {"warm": 0, "cooling": 0, "cold": 0}
+
+
+def test_the_html_page_reads_the_report_and_the_pool_together(db, alpha):
+    """`report_html.gather_page` (the pool in a second thread): what the two reads give one
+    after the other, for every campaign filter and pool order it is asked for."""
+    from nurture_mail.report_html import POOL_ROWS_SHOWN, gather_page
+
+    for campaign, sort in ((None, "group"), ("alpha", "email"), ("gamma", "last-reply")):
+        result, warm = gather_page(db, now=NOW, campaign=campaign, sort=sort, warm_days=10, cold_days=40)
+        assert reports.to_json(result) == report_json(db, campaign=campaign)
+        alone = pool(db, where=PoolFilter(campaign=campaign), sort=sort, warm_days=10, cold_days=40,
+                     limit=POOL_ROWS_SHOWN)
+        assert pool_report.to_json(warm) == pool_report.to_json(alone)
+        assert warm.total == alone.total > 0
+
+
+def test_the_html_page_raises_what_its_pool_read_raised(db, alpha, monkeypatch):
+    from nurture_mail import errors
+    from nurture_mail.report_html import gather_page
+
+    def broken(*args, **kwargs):
+        raise errors.NurtureError("the pool read failed")
+
+    monkeypatch.setattr(pool_report, "gather_pool", broken)
+    with pytest.raises(errors.NurtureError, match="the pool read failed"):
+        gather_page(db, now=NOW)
+    # A report error (an unknown campaign) is the caller's, once the pool read is done.
+    monkeypatch.undo()
+    with pytest.raises(errors.NotFound):
+        gather_page(db, now=NOW, campaign="nope")
 
 
 def test_pool_ages_with_the_clock(db, alpha):

@@ -75,10 +75,18 @@ def report(app: AppContext, campaign, since, fmt, output, owner, tags, pool_camp
             start = resolve_moment(since, now) if since else None
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--since") from None
-        from .. import reports
+        if fmt == "html":
+            from ..report_html import gather_page, render
 
-        result = reports.gather(app.db, now=now, since=start, campaign=campaign)
-        text = _report_text(app, result, fmt, campaign, warm_days, cold_days, sort)
+            result, pool = gather_page(app.db, now=now, since=start, campaign=campaign,
+                                       warm_days=warm_days, cold_days=cold_days, sort=sort)
+            name = settings.company_name
+            text = render(result, pool, title=f"{name}: nurture report", company=name)
+        else:
+            from .. import reports
+
+            result = reports.gather(app.db, now=now, since=start, campaign=campaign)
+            text = _report_text(result, fmt)
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
         return
@@ -89,22 +97,14 @@ def report(app: AppContext, campaign, since, fmt, output, owner, tags, pool_camp
     click.echo(f"wrote {output}", err=True)
 
 
-def _report_text(app, result, fmt, campaign, warm_days, cold_days, sort) -> str:
+def _report_text(result, fmt) -> str:
+    """The campaign report as json, csv or a table (html: `report_html`, with the pool)."""
     from .. import reports
 
     if fmt == "json":
         return _json(reports.to_json(result))
     if fmt == "csv":
         return _csv(reports.flat_rows(result), reports.CSV_COLUMNS)
-    if fmt == "html":
-        from .. import pool_report
-        from ..report_html import POOL_ROWS_SHOWN, render
-
-        pool = pool_report.gather_pool(app.db, now=result.as_of, warm_days=warm_days,
-                                       cold_days=cold_days, where=PoolFilter(campaign=campaign),
-                                       sort=sort, limit=POOL_ROWS_SHOWN)
-        name = app.settings.company_name
-        return render(result, pool, title=f"{name}: nurture report", company=name)
     from rich.table import Table
 
     table = Table(title="nurture report" + (f" since {result.since:%Y-%m-%d %H:%M} UTC" if result.since else ""),

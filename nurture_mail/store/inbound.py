@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.types import Integer, String
@@ -156,7 +156,9 @@ class SendRef:
     email: str
     timezone: str | None
     message_id: str
-    sent_at: datetime | None  # naive UTC
+    sent_at: datetime | None  # naive UTC; for a send never accepted, when it last changed
+    variant: str | None
+    accepted_at: datetime | None  # sent_at if the send was accepted (state sent), else None
 
 
 _SENT_AT = func.coalesce(_SENDS.c.sent_at, _SENDS.c.updated_at)
@@ -170,6 +172,8 @@ _SEND_COLUMNS = (
     _CANDIDATES.c.timezone,
     _SENDS.c.message_id,
     _SENT_AT,
+    _SENDS.c.variant,
+    case((_SENDS.c.state == "sent", _SENDS.c.sent_at)),
 )
 _SENDS_WITH_CANDIDATE = _SENDS.join(_CANDIDATES, _CANDIDATES.c.id == _SENDS.c.candidate_id)
 

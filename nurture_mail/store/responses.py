@@ -54,6 +54,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import Join
 
 from ..models import Inbound, Send
+from .ledger import naive
 from .reports import send_filters, week_of, week_of_julian
 
 # (campaign, step, variant): the finest group of a report. A tally numbers them by position.
@@ -100,23 +101,38 @@ def _sql_key(group, kind, value):
 # --- one row per counted send and kind ----------------------------------------------------------
 
 
+# PostgreSQL: the copies of the send a message carries (models.Inbound), the same on each of
+# its rows; sent_at only on the rows matched once the send was accepted. Compared bytewise
+# (COLLATE "C"): any one value will do, and a locale's collation costs 40% of the max().
+_COPIES = (
+    func.max(Inbound.send_sent_at).label("sent_at"),
+    func.max(Inbound.campaign_id.collate("C")).label("campaign"),
+    func.max(Inbound.step_id.collate("C")).label("step"),
+    func.max(Inbound.variant.collate("C")).label("variant"),
+)
+_ACCEPTED = func.max(Inbound.send_sent_at).is_not(None)  # one of its rows carries the copies
+
+
 def _per_send(dialect: str) -> tuple:
     """What came back about each send: one select per kind - replies, auto-replies, bounces -
-    each with one row per send, (send_id, kind, first); `first` is the first reply (SQLite: as
-    a julian day number, the least of the numbers: a min of the timestamps would copy each
-    one's text), NULL for the other kinds."""
+    each with one row per send, (send_id, kind, first, and on PostgreSQL the copies: sent_at,
+    campaign, step, variant); `first` is the first reply (SQLite: as a julian day number, the
+    least of the numbers: a min of the timestamps would copy each one's text), NULL for the
+    other kinds."""
     matched = Inbound.send_id.is_not(None)
     if dialect == "sqlite":
         first = func.min(func.julianday(Inbound.received_at))
+        copies = ()  # not read (`CameBack._counted_sends`), and SQLite would make them anyway
     else:
         first = func.min(Inbound.received_at)
+        copies = _COPIES
     replies = (
-        select(Inbound.send_id, literal(int(Kind.REPLIED)).label("kind"), first.label("first"))
+        select(Inbound.send_id, literal(int(Kind.REPLIED)).label("kind"), first.label("first"), *copies)
         .where(matched, Inbound.kind == "reply")
         .group_by(Inbound.send_id)
     )
     auto = (
-        select(Inbound.send_id, literal(int(Kind.AUTO_REPLIED)).label("kind"), null().label("first"))
+        select(Inbound.send_id, literal(int(Kind.AUTO_REPLIED)).label("kind"), null().label("first"), *copies)
         .where(matched, Inbound.kind == "auto_reply")
         .group_by(Inbound.send_id)
     )
@@ -124,11 +140,24 @@ def _per_send(dialect: str) -> tuple:
     answered = exists().where(other.c.send_id == Inbound.send_id, other.c.kind == "reply")
     hard = func.max(case((Inbound.bounce == "hard", 1), else_=0))
     bounced = (
-        select(Inbound.send_id, (int(Kind.BOUNCED_SOFT) + hard).label("kind"), null().label("first"))
+        select(Inbound.send_id, (int(Kind.BOUNCED_SOFT) + hard).label("kind"), null().label("first"), *copies)
         .where(matched, Inbound.kind == "bounce", ~answered)
         .group_by(Inbound.send_id)
     )
     return replies, auto, bounced
+
+
+def _accepted(per_send):
+    """The sends of a `_per_send` select that a message was matched to once accepted: counted
+    from the copies."""
+    return per_send.having(_ACCEPTED)
+
+
+def _unaccepted(per_send):
+    """The others (normally none: a reply that came while its send was still on the wire): their
+    sends are read from the ledger. Only sends in `ix_inbound_unaccepted` are grouped."""
+    waiting = select(Inbound.send_id).where(Inbound.send_id.is_not(None), Inbound.send_sent_at.is_(None))
+    return per_send.where(Inbound.send_id.in_(waiting)).having(~_ACCEPTED)
 
 
 class _LeftFirst(Join):
@@ -213,7 +242,8 @@ class CameBack:
         self.connection = session.connection()
         self.dialect = self.connection.dialect.name
         self.groups = list(groups)
-        self.filters = send_filters(since, campaign)
+        self.since = since
+        self.campaign = campaign
         self._stack = ExitStack()
         self._numbered = None
         self._counted = None
@@ -240,9 +270,8 @@ class CameBack:
         looked up by key as they come, and counts the other kinds as it looks up theirs
         (`_uncounted`)."""
         replies, auto, bounces = _per_send(self.dialect)
-        if self.dialect == "sqlite":
-            return self._keyed(replies.subquery("replies"))
-        return self._keyed(union_all(replies, auto, bounces).subquery("per_send"))
+        kinds = [replies] if self.dialect == "sqlite" else [replies, auto, bounces]
+        return self._keyed(kinds)
 
     def _uncounted(self) -> list:
         """The keys of the kinds that `_counting` did not keep (SQLite: all but the replies);
@@ -250,32 +279,63 @@ class CameBack:
         if self.dialect != "sqlite":
             return []
         _replies, auto, bounces = _per_send(self.dialect)
-        kinds = auto.subquery("auto_replies"), bounces.subquery("bounces")
-        return [self._counted_sends(kind, _sql_key(self._numbered.c.g, kind.c.kind, 0)) for kind in kinds]
+        return [counted for kind in (auto, bounces) for counted in self._counted_sends(
+            [kind], lambda per_send, sent_at: (_sql_key(self._numbered.c.g, per_send.c.kind, 0),))]
 
-    def _keyed(self, per_send):
-        """(k, seconds, week) for each counted send in `per_send` (see `_per_send`): k is the
-        tally's key (group, kind, hour of delay; made once, for the tally and the delays both),
-        seconds the delay to the first reply (NULL for a send without a time) and week the week
-        of the first reply, both NULL for the other kinds."""
-        sends, first = Send.__table__, per_send.c.first
+    def _keyed(self, kinds):
+        """(k, seconds, week) for each counted send of the `_per_send` selects `kinds`: k is
+        the tally's key (group, kind, hour of delay; made once, for the tally and the delays
+        both), seconds the delay to the first reply (NULL for a send without a time) and week
+        the week of the first reply, both NULL for the other kinds."""
+
+        def columns(per_send, sent_at):
+            first = per_send.c.first
+            if self.dialect == "sqlite":
+                seconds = (first - func.julianday(sent_at)) * 86400.0
+                week = week_of_julian(first)
+            else:
+                seconds = cast(extract("epoch", first - sent_at), Float)
+                week = week_of(self.dialect, first)
+            key = _sql_key(self._numbered.c.g, per_send.c.kind, func.coalesce(self._hour(seconds), 0))
+            return key.label("k"), seconds.label("seconds"), week.label("week")
+
+        return union_all(*self._counted_sends(kinds, columns))
+
+    def _counted_sends(self, kinds, columns) -> list:
+        """`columns(per_send, sent_at)` for each counted send of the `_per_send` selects
+        `kinds`, its group found by number. PostgreSQL: from the copies its messages carry,
+        or, for a send that was not yet accepted when they came, from the send itself (two
+        selects, each over one union of the kinds); hashing the ledger to join it was most of
+        a report. SQLite: every send looked up by rowid as the rows come (one select), which
+        costs it no more than the copies' max() (0.12 s against 0.20 s for 100,000 replies)."""
+
+        def per_send(selects, name):
+            return (selects[0] if len(selects) == 1 else union_all(*selects)).subquery(name)
+
         if self.dialect == "sqlite":
-            seconds = (first - func.julianday(sends.c.sent_at)) * 86400.0
-            week = week_of_julian(first)
-        else:
-            seconds = cast(extract("epoch", first - sends.c.sent_at), Float)
-            week = week_of(self.dialect, first)
-        key = _sql_key(self._numbered.c.g, per_send.c.kind, func.coalesce(self._hour(seconds), 0))
-        return self._counted_sends(per_send, key.label("k"), seconds.label("seconds"), week.label("week"))
+            return [self._from_sends(per_send(kinds, "per_send"), columns)]
+        copied, numbered = per_send([_accepted(kind) for kind in kinds], "copied"), self._numbered
+        same_group = and_(numbered.c.campaign == copied.c.campaign, numbered.c.step == copied.c.step,
+                          numbered.c.variant.is_not_distinct_from(copied.c.variant))
+        filters = []
+        if self.campaign is not None:
+            filters.append(copied.c.campaign == self.campaign)
+        if self.since is not None:
+            filters.append(copied.c.sent_at >= naive(self.since))
+        from_copies = (select(*columns(copied, copied.c.sent_at))
+                       .select_from(copied.join(numbered, same_group)).where(*filters))
+        looked_up = per_send([_unaccepted(kind) for kind in kinds], "looked_up")
+        return [from_copies, self._from_sends(looked_up, columns)]
 
-    def _counted_sends(self, per_send, *columns):
-        """`columns` for each counted send in `per_send`: the send looked up by key (on SQLite
-        as the rows of `per_send` come), its group by number."""
+    def _from_sends(self, per_send, columns):
+        """`columns` for the sends of `per_send` (a subquery of `_per_send` rows) that count,
+        each looked up by key (on SQLite as the rows come), its group by number."""
         sends, numbered = Send.__table__, self._numbered
         same_group = and_(numbered.c.campaign == sends.c.campaign_id, numbered.c.step == sends.c.step_id,
                           numbered.c.variant.is_not_distinct_from(sends.c.variant))
         lookup = _LeftFirst(per_send, sends, sends.c.id == per_send.c.send_id).join(numbered, same_group)
-        return select(*columns).select_from(lookup).where(sends.c.state == "sent", *self.filters)
+        return (select(*columns(per_send, sends.c.sent_at)).select_from(lookup)
+                .where(sends.c.state == "sent", *send_filters(self.since, self.campaign)))
 
     def _hour(self, seconds):
         """The hour of delay a reply is counted in: any bucket that keeps the order will do."""

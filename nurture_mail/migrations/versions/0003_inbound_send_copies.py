@@ -1,0 +1,74 @@
+"""inbound rows carry their send's step, variant and (once accepted) sent_at
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-12-07 05:30:00
+
+`nurture report` counted what came back by joining every matched message to its ledger row;
+over a big ledger that join was most of a report. The three columns are copied when a message
+is matched (reply_sync), filled here for the messages stored so far, and read by the report
+from `ix_inbound_report` alone; `ix_inbound_unaccepted` lists the messages whose send had not
+been accepted when they came (the report still reads those sends).
+
+Safe to run again after a failure half-way (SQLite runs DDL outside the transaction): each
+part checks what is already there.
+"""
+
+import sqlite3
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+_COLUMNS = ("step_id", "variant", "send_sent_at")
+_OLD_REPORT = ["send_id", "kind", "bounce", "received_at"]
+_NEW_REPORT = [*_OLD_REPORT, "campaign_id", "step_id", "variant", "send_sent_at"]
+_UNACCEPTED = "send_id IS NOT NULL AND send_sent_at IS NULL"
+
+
+def _state(bind) -> tuple[set[str], dict[str, list[str]]]:
+    inspector = sa.inspect(bind)
+    columns = {c["name"] for c in inspector.get_columns("inbound")}
+    indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("inbound")}
+    return columns, indexes
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    columns, indexes = _state(bind)
+    if "step_id" not in columns:
+        op.add_column("inbound", sa.Column("step_id", sa.String(length=100), nullable=True))
+    if "variant" not in columns:
+        op.add_column("inbound", sa.Column("variant", sa.String(length=50), nullable=True))
+    if "send_sent_at" not in columns:
+        op.add_column("inbound", sa.Column("send_sent_at", sa.DateTime(), nullable=True))
+    # The messages stored so far: as reply_sync copies them now (step and variant of any
+    # matched send; sent_at only of an accepted one). Sends are final once accepted.
+    op.execute(
+        "UPDATE inbound SET "
+        "step_id = (SELECT s.step_id FROM sends s WHERE s.id = inbound.send_id), "
+        "variant = (SELECT s.variant FROM sends s WHERE s.id = inbound.send_id), "
+        "send_sent_at = (SELECT s.sent_at FROM sends s WHERE s.id = inbound.send_id AND s.state = 'sent') "
+        "WHERE send_id IS NOT NULL AND step_id IS NULL"
+    )
+    if indexes.get("ix_inbound_report") != _NEW_REPORT:
+        if "ix_inbound_report" in indexes:
+            op.drop_index("ix_inbound_report", table_name="inbound")
+        op.create_index("ix_inbound_report", "inbound", _NEW_REPORT, unique=False)
+    if "ix_inbound_unaccepted" not in indexes:
+        op.create_index("ix_inbound_unaccepted", "inbound", ["send_id"], unique=False,
+                        postgresql_where=sa.text(_UNACCEPTED), sqlite_where=sa.text(_UNACCEPTED))
+
+
+def downgrade() -> None:
+    op.drop_index("ix_inbound_unaccepted", table_name="inbound")
+    op.drop_index("ix_inbound_report", table_name="inbound")
+    op.create_index("ix_inbound_report", "inbound", _OLD_REPORT, unique=False)
+    if op.get_bind().dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
+        return  # no DROP COLUMN before SQLite 3.35 (see 0002): the columns stay, unused
+    for column in reversed(_COLUMNS):
+        op.execute(f"ALTER TABLE inbound DROP COLUMN {column}")
