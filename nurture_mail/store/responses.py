@@ -8,14 +8,16 @@ week, and the exact delays of the few hours that `reply_times.py` asks for.
   and bounced - a bounce and no reply, since a reply proves delivery; hard when one of its
   bounces is hard (a bounce of no known type is soft).
 
-Inbound rows are read from `ix_inbound_report` alone, in send order, one kind at a time; their
-sends are looked up by primary key, and their groups by number. Each counted row becomes one
+Inbound rows are read from `ix_inbound_report` alone, in send order, one kind at a time. On
+SQLite their sends are looked up by primary key; PostgreSQL takes each send's group and
+sent_at from the copies its messages carry (models.Inbound) and looks up only the sends that
+were not yet accepted when their messages came. Groups are found by number. Each counted row becomes one
 integer key per thing it counts - (group, kind, hour of delay), and for a first reply also
 (week) - and the keys are counted: PostgreSQL hashes them; SQLite, whose GROUP BY would sort
 every key through a temporary b-tree, upserts them into a small temporary table keyed by them.
 The counted rows are made once into a temporary table (the costly part), read by the tally and
 then for the exact delays of the few hours of delay that the percentiles need: on PostgreSQL
-every kind, joined to the sends in one hashed pass; on SQLite only the replies, each kind's
+every kind, in one pass over the inbound rows; on SQLite only the replies, each kind's
 sends looked up as its rows come, the auto-replies and bounces counted as they are looked up.
 A report writes nothing but temporary tables.
 """
@@ -299,7 +301,8 @@ class CameBack:
             key = _sql_key(self._numbered.c.g, per_send.c.kind, func.coalesce(self._hour(seconds), 0))
             return key.label("k"), seconds.label("seconds"), week.label("week")
 
-        return union_all(*self._counted_sends(kinds, columns))
+        selects = self._counted_sends(kinds, columns)
+        return selects[0] if len(selects) == 1 else union_all(*selects)
 
     def _counted_sends(self, kinds, columns) -> list:
         """`columns(per_send, sent_at)` for each counted send of the `_per_send` selects
