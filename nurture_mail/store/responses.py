@@ -41,6 +41,7 @@ from sqlalchemy import (
     and_,
     case,
     cast,
+    column,
     exists,
     extract,
     func,
@@ -49,6 +50,7 @@ from sqlalchemy import (
     select,
     true,
     union_all,
+    values,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.compiler import compiles
@@ -235,9 +237,10 @@ class CameBack:
             exact = came_back.delays(wanted)
 
     `groups` must hold the group of every counted send (see `reports.state_counts`); the
-    tally numbers them by position. The numbered groups and the counted rows (on SQLite, the
-    replies only) are kept in temporary tables meanwhile: the rows are made once (the costly
-    part: every inbound row, every send it matched) and read by both questions.
+    tally numbers them by position. The counted rows (on SQLite, the replies only) are kept
+    in a temporary table meanwhile, and on SQLite the numbered groups too (PostgreSQL: a
+    VALUES list): the rows are made once (the costly part: every inbound row, every send it
+    matched) and read by both questions.
     """
 
     def __init__(self, session: Session, groups: Sequence[GroupKey], *, since=None, campaign=None):
@@ -251,13 +254,19 @@ class CameBack:
         self._counted = None
 
     def __enter__(self) -> CameBack:
-        rows = [{"g": g, "campaign": c, "step": s, "variant": v} for g, (c, s, v) in enumerate(self.groups)]
-        if not rows:
+        if not self.groups:
             return self
-        self._numbered = self._stack.enter_context(_temporary(self.connection, _GROUPS))
-        self.connection.execute(_GROUPS.insert(), rows)
-        if self.dialect == "postgresql":  # so that the planner knows how few they are
-            self.connection.exec_driver_sql("ANALYZE pg_temp.report_groups")
+        if self.dialect == "postgresql":
+            # A VALUES list, not a temporary table: parallel workers cannot read a session's
+            # temporary tables, and the counting query is parallel only without one.
+            columns = (column("g", Integer), column("campaign", String), column("step", String),
+                       column("variant", String))
+            self._numbered = values(*columns, name="report_groups").data(
+                [(g, *group) for g, group in enumerate(self.groups)])
+        else:
+            rows = [{"g": g, "campaign": c, "step": s, "variant": v} for g, (c, s, v) in enumerate(self.groups)]
+            self._numbered = self._stack.enter_context(_temporary(self.connection, _GROUPS))
+            self.connection.execute(_GROUPS.insert(), rows)
         self._counted = self._stack.enter_context(
             _temporary(self.connection, _COUNTED, filled_by=self._counting()))
         return self
