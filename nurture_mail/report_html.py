@@ -70,17 +70,17 @@ def gather_page(
         except BaseException as exc:  # noqa: BLE001 - raised again by the caller's thread
             found["error"] = exc
 
+    worker = None
     if db.engine.url.database in (None, "", ":memory:"):  # each connection its own database
         read_pool()
-        if "error" in found:
-            raise found["error"]
-        return reports.gather(db, now=now, since=since, campaign=campaign), found["pool"]
-    worker = threading.Thread(target=read_pool, name="nurture-report-pool", daemon=True)
-    worker.start()
+    else:
+        worker = threading.Thread(target=read_pool, name="nurture-report-pool", daemon=True)
+        worker.start()
     try:
         result = reports.gather(db, now=now, since=since, campaign=campaign)
     finally:
-        worker.join()
+        if worker is not None:
+            worker.join()
     if "error" in found:
         raise found["error"]
     return result, found["pool"]
