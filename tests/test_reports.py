@@ -421,3 +421,18 @@ def test_report_leaves_no_temporary_tables(db, alpha):
     }[db.dialect]
     with db.engine.connect() as conn:  # the pool's last connection: the one the report used
         assert conn.exec_driver_sql(temporary).all() == []
+
+
+def test_the_html_page_of_an_in_memory_database_reads_its_pool_in_the_same_thread():
+    """An in-memory SQLite database is one per connection: a second thread would see an
+    empty one without tables, so `gather_page` reads the pool where the report is read."""
+    from nurture_mail.database import open_database
+    from nurture_mail.report_html import gather_page
+
+    db = open_database("sqlite://")
+    try:
+        Ledger(db).candidate("solo@example.com")
+        result, warm = gather_page(db, now=NOW)
+        assert result.campaigns == [] and warm.counts == {"warm": 0, "cooling": 0, "cold": 1}
+    finally:
+        db.dispose()
