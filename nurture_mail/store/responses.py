@@ -240,7 +240,7 @@ class CameBack:
     tally numbers them by position. The counted rows (on SQLite, the replies only) are kept
     in a temporary table meanwhile, and on SQLite the numbered groups too (PostgreSQL: a
     VALUES list): the rows are made once (the costly part: every inbound row, every send it
-    matched) and read by both questions.
+    matched, on SQLite) and read by both questions.
     """
 
     def __init__(self, session: Session, groups: Sequence[GroupKey], *, since=None, campaign=None):
@@ -276,10 +276,10 @@ class CameBack:
 
     def _counting(self):
         """The rows kept for the tally and the delays: (k, seconds, week) per counted send and
-        kind (see `_keyed`). PostgreSQL keeps every kind, joined to the sends all at once (one
-        hashed pass over the ledger, in parallel); SQLite keeps the replies only, their sends
-        looked up by key as they come, and counts the other kinds as it looks up theirs
-        (`_uncounted`)."""
+        kind (see `_keyed`). PostgreSQL keeps every kind, from the copies the inbound rows
+        carry (one pass over them, in parallel; see `_counted_sends`); SQLite keeps the
+        replies only, their sends looked up by key as they come, and counts the other kinds
+        as it looks up theirs (`_uncounted`)."""
         replies, auto, bounces = _per_send(self.dialect)
         kinds = [replies] if self.dialect == "sqlite" else [replies, auto, bounces]
         return self._keyed(kinds)
