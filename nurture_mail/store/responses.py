@@ -8,13 +8,14 @@ week, and the exact delays of the few hours that `reply_times.py` asks for.
   and bounced - a bounce and no reply, since a reply proves delivery; hard when one of its
   bounces is hard (a bounce of no known type is soft).
 
-Inbound rows are read from `ix_inbound_report` alone, in send order, one kind at a time. On
-SQLite their sends are looked up by primary key; PostgreSQL takes each send's group and
-sent_at from the copies its messages carry (models.Inbound) and looks up only the sends that
-were not yet accepted when their messages came. Groups are found by number. Each counted row becomes one
-integer key per thing it counts - (group, kind, hour of delay), and for a first reply also
-(week) - and the keys are counted: PostgreSQL hashes them; SQLite, whose GROUP BY would sort
-every key through a temporary b-tree, upserts them into a small temporary table keyed by them.
+Inbound rows are read one kind at a time. SQLite reads them from `ix_inbound_report` alone,
+in send order, and looks their sends up by primary key; PostgreSQL takes each send's group and
+sent_at from the copies its messages carry (models.Inbound; the table in one parallel pass)
+and looks up only the sends that were not yet accepted when their messages came. Groups are
+found by number. Each counted row becomes one integer key per thing it counts - (group,
+kind, hour of delay), and for a first reply also (week) - and the keys are counted:
+PostgreSQL hashes them; SQLite, whose GROUP BY would sort every key through a temporary
+b-tree, upserts them into a small temporary table keyed by them.
 The counted rows are made once into a temporary table (the costly part), read by the tally and
 then for the exact delays of the few hours of delay that the percentiles need: on PostgreSQL
 every kind, in one pass over the inbound rows; on SQLite only the replies, each kind's

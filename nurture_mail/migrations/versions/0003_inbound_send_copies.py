@@ -7,8 +7,8 @@ Create Date: 2026-12-07 05:30:00
 `nurture report` counted what came back by joining every matched message to its ledger row;
 over a big ledger that join was most of a report. The three columns are copied when a message
 is matched (reply_sync), filled here for the messages stored so far, and read by the report
-from `ix_inbound_report` alone; `ix_inbound_unaccepted` lists the messages whose send had not
-been accepted when they came (the report still reads those sends).
+on PostgreSQL; `ix_inbound_unaccepted` lists the messages whose send had not been accepted
+when they came (the report still reads those sends).
 
 Safe to run again after a failure half-way (SQLite runs DDL outside the transaction): each
 part checks what is already there.
@@ -25,8 +25,6 @@ branch_labels = None
 depends_on = None
 
 _COLUMNS = ("step_id", "variant", "send_sent_at")
-_OLD_REPORT = ["send_id", "kind", "bounce", "received_at"]
-_NEW_REPORT = [*_OLD_REPORT, "campaign_id", "step_id", "variant", "send_sent_at"]
 _UNACCEPTED = "send_id IS NOT NULL AND send_sent_at IS NULL"
 
 
@@ -55,10 +53,6 @@ def upgrade() -> None:
         "send_sent_at = (SELECT s.sent_at FROM sends s WHERE s.id = inbound.send_id AND s.state = 'sent') "
         "WHERE send_id IS NOT NULL AND step_id IS NULL"
     )
-    if indexes.get("ix_inbound_report") != _NEW_REPORT:
-        if "ix_inbound_report" in indexes:
-            op.drop_index("ix_inbound_report", table_name="inbound")
-        op.create_index("ix_inbound_report", "inbound", _NEW_REPORT, unique=False)
     if "ix_inbound_unaccepted" not in indexes:
         op.create_index("ix_inbound_unaccepted", "inbound", ["send_id"], unique=False,
                         postgresql_where=sa.text(_UNACCEPTED), sqlite_where=sa.text(_UNACCEPTED))
@@ -66,8 +60,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_inbound_unaccepted", table_name="inbound")
-    op.drop_index("ix_inbound_report", table_name="inbound")
-    op.create_index("ix_inbound_report", "inbound", _OLD_REPORT, unique=False)
     if op.get_bind().dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
         return  # no DROP COLUMN before SQLite 3.35 (see 0002): the columns stay, unused
     for column in reversed(_COLUMNS):
