@@ -273,8 +273,9 @@ class Inbound(Base):
     campaign_id: Mapped[str | None] = mapped_column(String(100))
     return_date: Mapped[datetime | None] = mapped_column(DateTime)
     # The matched send's step and variant (fixed when the send is made), and its sent_at when
-    # it had already been accepted (state `sent`, final) as the message was matched: a report
-    # counts the message from these alone. NULL send_sent_at: the report reads the send.
+    # it had already been accepted (state `sent`, final) as the message was matched: the
+    # report counts the message from these alone on PostgreSQL; with send_sent_at NULL it
+    # reads the send (SQLite always does: a rowid lookup costs it no more).
     step_id: Mapped[str | None] = mapped_column(String(100))
     variant: Mapped[str | None] = mapped_column(String(50))
     send_sent_at: Mapped[datetime | None] = mapped_column(DateTime)

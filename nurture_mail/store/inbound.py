@@ -156,7 +156,7 @@ class SendRef:
     email: str
     timezone: str | None
     message_id: str
-    sent_at: datetime | None  # naive UTC; for a send never accepted, when it last changed
+    sent_at: datetime | None  # naive UTC: its sent_at, or for a send without one, when it last changed
     variant: str | None
     accepted: bool  # state sent, with its time: `sent_at` is when the server accepted it
 
