@@ -25,8 +25,8 @@ class Ledger:
     """Insert rows one by one; ids come back so rows can refer to each other.
 
     Inbound rows matched to a send carry its copies as reply_sync stores them (step, variant,
-    and sent_at when the send is accepted), unless `copies` is False: then they look like rows
-    stored before migration 0003 or matched while the send was on the wire, and a report reads
+    and sent_at when the send is accepted), unless `copies` is False: then they carry no
+    sent_at, as a message matched while its send was still on the wire, and a report reads
     their sends from the ledger."""
 
     def __init__(self, db, *, copies: bool = True):
@@ -79,7 +79,13 @@ class Ledger:
         return self._insert(Inbound.__table__, dedupe_key=hashlib.sha256(f"in{n}".encode()).hexdigest(),
                             message_id=f"in{n}@test", received_at=at, kind=kind, bounce=bounce,
                             reply_text=text, send_id=send, candidate_id=candidate, campaign_id=campaign,
-                            **(self._sends[send] if copied and send is not None else {}))
+                            **self._copies(send, copied))
+
+    def _copies(self, send: int | None, accepted: bool) -> dict:
+        if send is None:
+            return {}
+        copies = self._sends[send]
+        return copies if accepted else {**copies, "send_sent_at": None}
 
 
 def build_alpha(db, *, copies: bool = True) -> dict:

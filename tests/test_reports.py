@@ -22,8 +22,8 @@ NOW = utc(T0 + 30 * timedelta(days=1))
 @pytest.fixture(params=[True, False], ids=["copies", "ledger"])
 def alpha(db, request):
     """The known-answer ledger, its inbound rows counted from the copies of their sends (as
-    reply_sync stores them) or from the sends themselves (rows stored before those copies, or
-    matched while their send was on the wire): the same report either way."""
+    reply_sync stores them) or from the sends themselves (as for messages matched while
+    their send was on the wire): the same report either way."""
     return build_alpha(db, copies=request.param)
 
 
