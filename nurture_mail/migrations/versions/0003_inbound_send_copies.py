@@ -24,26 +24,21 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-_COLUMNS = ("step_id", "variant", "send_sent_at")
 _UNACCEPTED = "send_id IS NOT NULL AND send_sent_at IS NULL"
 
 
-def _state(bind) -> tuple[set[str], dict[str, list[str]]]:
-    inspector = sa.inspect(bind)
-    columns = {c["name"] for c in inspector.get_columns("inbound")}
-    indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("inbound")}
-    return columns, indexes
+def _columns() -> tuple[sa.Column, ...]:
+    return (sa.Column("step_id", sa.String(length=100), nullable=True),
+            sa.Column("variant", sa.String(length=50), nullable=True),
+            sa.Column("send_sent_at", sa.DateTime(), nullable=True))
 
 
 def upgrade() -> None:
-    bind = op.get_bind()
-    columns, indexes = _state(bind)
-    if "step_id" not in columns:
-        op.add_column("inbound", sa.Column("step_id", sa.String(length=100), nullable=True))
-    if "variant" not in columns:
-        op.add_column("inbound", sa.Column("variant", sa.String(length=50), nullable=True))
-    if "send_sent_at" not in columns:
-        op.add_column("inbound", sa.Column("send_sent_at", sa.DateTime(), nullable=True))
+    inspector = sa.inspect(op.get_bind())
+    have = {c["name"] for c in inspector.get_columns("inbound")}
+    for column in _columns():
+        if column.name not in have:
+            op.add_column("inbound", column)
     # The messages stored so far: as reply_sync copies them now (step and variant of any
     # matched send; sent_at only of an accepted one). Sends are final once accepted.
     op.execute(
@@ -53,7 +48,7 @@ def upgrade() -> None:
         "send_sent_at = (SELECT s.sent_at FROM sends s WHERE s.id = inbound.send_id AND s.state = 'sent') "
         "WHERE send_id IS NOT NULL AND step_id IS NULL"
     )
-    if "ix_inbound_unaccepted" not in indexes:
+    if "ix_inbound_unaccepted" not in {i["name"] for i in inspector.get_indexes("inbound")}:
         op.create_index("ix_inbound_unaccepted", "inbound", ["send_id"], unique=False,
                         postgresql_where=sa.text(_UNACCEPTED), sqlite_where=sa.text(_UNACCEPTED))
 
@@ -62,5 +57,5 @@ def downgrade() -> None:
     op.drop_index("ix_inbound_unaccepted", table_name="inbound")
     if op.get_bind().dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
         return  # no DROP COLUMN before SQLite 3.35 (see 0002): the columns stay, unused
-    for column in reversed(_COLUMNS):
-        op.execute(f"ALTER TABLE inbound DROP COLUMN {column}")
+    for column in reversed(_columns()):
+        op.execute(f"ALTER TABLE inbound DROP COLUMN {column.name}")
