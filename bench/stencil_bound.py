@@ -32,10 +32,10 @@ as bench/send.py's `NameN` candidates. It skips checks a real stencil must keep:
 
 Figures of 2026-12-07 (2-core machine, python loop 35 ns, pyenv 3.11.7), two runs of
 `--rounds 3`:
-- isolated, `prepare` 124–152 µs a message, against 66–90 µs for the stencil with the layout
-  run and 55–70 µs without it;
-- in a tick, +8% to +37% messages per CPU-second for the stencil (six pairs; +15%, +22% and
-  +23% in the second run: 3,382–3,696 against 3,889–4,529).
+- isolated, `prepare` 119–132 µs a message, against 64–90 µs for the stencil with the layout
+  run and 54–70 µs without it;
+- in a tick, +12% to +26% messages per CPU-second for the stencil (six pairs: +15%, +22%,
+  +23%, then +26%, +12%, +15%; 3,360–3,696 against 3,856–4,529).
 
 So a real stencil, which would keep those checks, might bring +15–20%. That alone does not
 take the 2-process send from ~7.4–8.1k (session 13's faster machine) to 10,000 msg/s.
