@@ -179,7 +179,8 @@ def candidate(i: int) -> dict:
 
 
 def tick_cpu(root: Path, db_file: Path, use_stencil: bool) -> float:
-    """CPU seconds of one sending tick over the scheduled copy of the database."""
+    """CPU seconds a message of one sending tick over the scheduled copy of the database
+    (the stencil's bytes in the tick are not compared again: `main` compared them before)."""
     shutil.copy(db_file, root / "nurture.db")
     later = T0 + timedelta(hours=1)
     settings = load_settings(root / "nurture.toml", env={}, database_url=f"sqlite:///{root / 'nurture.db'}")
