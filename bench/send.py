@@ -77,6 +77,16 @@ batch_size = 500
     return csv
 
 
+def import_and_schedule(base: list[str], csv: Path, root: Path) -> float:
+    """Import `csv` and run one tick at T0 (`base` is `python -m nurture_mail --database URL`):
+    every candidate is enrolled and its send scheduled, due an hour later. Returns the tick's
+    seconds."""
+    subprocess.run(base + ["candidates", "import", str(csv)], cwd=root, check=True, capture_output=True)
+    start = time.perf_counter()
+    subprocess.run(base + ["--now", T0.isoformat(), "tick"], cwd=root, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def naive(n: int) -> Figure:
     """What a first version would do: render, EmailMessage, one smtplib connection."""
     from nurture_mail.templates import TemplateSet
@@ -168,10 +178,7 @@ def engine_run(n: int, backend: str, processes: int, timeout: float = 900) -> Fi
             db_url = f"sqlite:///{root / 'nurture.db'}"
         try:
             base = [python(), "-m", "nurture_mail", "--database", db_url]
-            subprocess.run(base + ["candidates", "import", str(csv)], cwd=root, check=True, capture_output=True)
-            t = time.perf_counter()
-            subprocess.run(base + ["--now", T0.isoformat(), "tick"], cwd=root, check=True, capture_output=True)
-            schedule_s = time.perf_counter() - t
+            schedule_s = import_and_schedule(base, csv, root)
             later = (T0 + timedelta(hours=1)).isoformat()
             compile_bytecode()
             progress = _Progress(db_url)
@@ -254,8 +261,7 @@ def instructions(small: int = 1000, large: int = 3000) -> Figure | None:
             root.mkdir()
             csv = _workspace(root, port, n)
             base = [python(), "-m", "nurture_mail", "--database", f"sqlite:///{root / 'nurture.db'}"]
-            subprocess.run(base + ["candidates", "import", str(csv)], cwd=root, check=True, capture_output=True)
-            subprocess.run(base + ["--now", T0.isoformat(), "tick"], cwd=root, check=True, capture_output=True)
+            import_and_schedule(base, csv, root)
             counts[n], run = callgrind_instructions(
                 [python(), "-c", "import sys; from bench.send import one_tick; one_tick(sys.argv[1])",
                  str(root)],

@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import python, smtp_sink  # noqa: E402
-from bench.send import T0, _workspace  # noqa: E402
+from bench.send import T0, _workspace, import_and_schedule  # noqa: E402
 from nurture_mail import mime  # noqa: E402
 from nurture_mail.config import load_settings  # noqa: E402
 from nurture_mail.database import open_database  # noqa: E402
@@ -218,8 +217,7 @@ def main() -> None:
         root = Path(tmp)
         csv = _workspace(root, port, args.messages)
         base = [python(), "-m", "nurture_mail", "--database", f"sqlite:///{root / 'nurture.db'}"]
-        subprocess.run(base + ["candidates", "import", str(csv)], cwd=root, check=True, capture_output=True)
-        subprocess.run(base + ["--now", T0.isoformat(), "tick"], cwd=root, check=True, capture_output=True)
+        import_and_schedule(base, csv, root)
         scheduled = root / "scheduled.db"
         shutil.copy(root / "nurture.db", scheduled)
         os.chdir(root)
