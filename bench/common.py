@@ -121,9 +121,7 @@ def python_speed() -> Figure:
 
 def interpreter() -> dict[str, str]:
     """Which CPython runs the benchmarks (every engine process is started with it): its build
-    moves every Python figure. On the benchmark machine Debian's python3.11 (libpython linked
-    into the executable) sends ~12% faster than a pyenv build of 3.11.7 (libpython a shared
-    library, no profile-guided optimisation)."""
+    moves every Python figure (README, "Benchmarks", gives what it was worth)."""
     libpython = "-"
     try:
         with open("/proc/self/maps") as maps:  # Linux: is libpython a separate shared object?
