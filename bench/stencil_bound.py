@@ -39,6 +39,19 @@ Figures of 2026-12-07 (2-core machine, python loop 35 ns, pyenv 3.11.7), two run
 
 So a real stencil, which would keep those checks, might bring +15–20%. That alone does not
 take the 2-process send from ~7.4–8.1k (session 13's faster machine) to 10,000 msg/s.
+
+Figures of 2026-12-07, a faster machine (python loop 20–24 ns, same pyenv 3.11.7), one run of
+`--rounds 3`: isolated, `prepare` 61–74 µs against 30–38 µs (layout run) and 23–27 µs (none);
+in a tick, +42%, +28%, +37% messages per CPU-second (4,760–5,029 against 6,414–6,838).
+
+Where the saving is not: encoding only the lines that hold a value. Tried the same day as
+`mime.encode_body` over the skeleton cache's pieces, each piece list's constant lines encoded
+once, held byte-equal: 4.6 against 3.9 µs for the text part and no steady gain for the HTML
+part (6.8–8.6 against 6.9–9.6 µs), over 2,000 different candidates. The constant lines already
+cost one dict lookup each in `encode_body`'s line cache; what costs is the lines with a value
+(the HTML's long CSS-inlined lines go through `b2a_qp`), and those a stencil encodes too. So
+the probe's margin comes from what it does not run around the values: the page and Markdown
+caches' keys and checks, the footer decision, the serialising and filling, the text footer.
 """
 
 from __future__ import annotations
