@@ -44,10 +44,11 @@ Figures of 2026-12-07, a faster machine (python loop 20–24 ns, same pyenv 3.11
 `--rounds 3`: isolated, `prepare` 61–74 µs against 30–38 µs (layout run) and 23–27 µs (none);
 in a tick, +42%, +28%, +37% messages per CPU-second (4,760–5,029 against 6,414–6,838).
 
-Where the saving is not: encoding only the lines that hold a value. Tried the same day as
-`mime.encode_body` over the skeleton cache's pieces, each piece list's constant lines encoded
-once, held byte-equal: 4.6 against 3.9 µs for the text part and no steady gain for the HTML
-part (6.8–8.6 against 6.9–9.6 µs), over 2,000 different candidates. The constant lines already
+Where the saving is not: encoding only the lines that hold a value. Tried the same day (not
+kept): `mime.encode_body`'s bytes computed from the skeleton cache's pieces, each piece list's
+constant lines encoded once, held byte-equal. Over 2,000 different candidates, `encode_body`
+against that: 4.6 against 3.9 µs for the text part, 6.8–8.6 against 6.9–9.6 µs for the HTML
+part (no steady gain). The constant lines already
 cost one dict lookup each in `encode_body`'s line cache; what costs is the lines with a value
 (the HTML's long CSS-inlined lines go through `b2a_qp`), and those a stencil encodes too. So
 the probe's margin comes from what it does not run around the values: the page and Markdown
