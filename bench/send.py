@@ -6,6 +6,7 @@ PostgreSQL; and, with valgrind installed, the CPU instructions the engine spends
 
 from __future__ import annotations
 
+import resource
 import signal
 import smtplib
 import subprocess
@@ -182,6 +183,7 @@ def engine_run(n: int, backend: str, processes: int, timeout: float = 900) -> Fi
             later = (T0 + timedelta(hours=1)).isoformat()
             compile_bytecode()
             progress = _Progress(db_url)
+            children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             # One daemon with `processes` sender processes (--workers): SQLite allows one lock
             # holder; on PostgreSQL separate daemons would share the queue the same way.
@@ -203,11 +205,16 @@ def engine_run(n: int, backend: str, processes: int, timeout: float = 900) -> Fi
                 p.send_signal(signal.SIGTERM)
             errors = [p.communicate(timeout=60)[1] for p in procs]
             rss = _peak_rss_mb()
+            engine_cpu = _cpu_since(children_before)  # the daemon and its helpers, reaped
         finally:
             if drop is not None:
                 drop()
     detail = {"messages": n, "sent": sent, "processes": processes, "enrol+schedule_s": round(schedule_s, 1),
               "peak_rss_mb": round(rss)}
+    if sent:
+        # CPU time of `nurture run` (helpers included) a message, start-up included: what a
+        # change saves shows here even when the machine's load moves the wall-clock figures.
+        detail["engine_cpu_us_per_msg"] = round(engine_cpu / sent * 1e6)
     if first is not None and elapsed > first:
         # The figure counts from the start of `nurture run` (imports, workspace, first beat);
         # this is the rate once the first messages are out, what a running daemon keeps up.
@@ -216,6 +223,12 @@ def engine_run(n: int, backend: str, processes: int, timeout: float = 900) -> Fi
     if sent < n:
         detail["error"] = (errors[0] or "")[-300:]
     return Figure(f"send engine: {backend}, {processes} process(es)", sent / elapsed, "msg/s", detail)
+
+
+def _cpu_since(before: resource.struct_rusage) -> float:
+    """User + system seconds of the children reaped since `before`."""
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return now.ru_utime - before.ru_utime + now.ru_stime - before.ru_stime
 
 
 def _peak_rss_mb() -> float:
