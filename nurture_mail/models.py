@@ -187,9 +187,13 @@ class Send(Base):
 
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step_id", name="uq_send_step"),
+        # In claim order, (due_at, id): PostgreSQL keeps the entries of one due_at in heap
+        # order, so on `due_at` alone every claim sorted every due row (a first step due at
+        # once for 200,000 candidates: 85 ms a claim of 256). SQLite's entries carry the rowid
+        # (`id`) in that order anyway.
         partial_index(
             "ix_sends_claimable",
-            "due_at",
+            "due_at", "id",
             where=_CLAIMABLE_SQL,
         ),
         partial_index(

@@ -64,7 +64,21 @@ def schedule_campaign(
     scheduler = Scheduler(campaign, default_timezone)
     placed = _first_steps(db, campaign, scheduler, stamp, domain)
     more, completed = _next_steps(db, campaign, scheduler, stamp, domain)
+    if placed + more >= ANALYZE_AFTER and db.dialect == "postgresql":
+        _analyze_ledger(db)
     return placed + more, completed
+
+
+# PostgreSQL plans the claims that follow from its statistics of `sends`; autovacuum renews
+# them a minute or more after big writes. Planned for the table as it was before a campaign
+# placed a first step for 200,000 candidates, each claim of 256 rows read and sorted all of
+# them (50 ms; 5 ms in index order). ANALYZE samples a bounded number of rows: ~0.1 s.
+ANALYZE_AFTER = 10_000
+
+
+def _analyze_ledger(db: Database) -> None:
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE sends")
 
 
 def _first_steps(db: Database, campaign: Campaign, scheduler: Scheduler, stamp: datetime, domain: str) -> int:

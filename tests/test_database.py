@@ -307,3 +307,33 @@ def test_a_pinned_postgresql_connection_dropped_by_the_server_is_replaced(pg_url
     finally:
         admin.dispose()
         db.dispose()
+
+
+def test_upgrade_puts_the_claimable_index_in_claim_order(db_url):
+    """0004: `ix_sends_claimable` becomes (due_at, id), still partial; running it again (as
+    after a failure half-way) changes nothing."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            _alembic(conn, "0003")
+        with engine.connect() as conn:
+            before = {i["name"]: i["column_names"] for i in inspect(conn).get_indexes("sends")}
+        open_database(db_url).dispose()  # upgrades to the head
+        with engine.begin() as conn:
+            _alembic(conn, "0004")
+        with engine.connect() as conn:
+            after = {i["name"]: i for i in inspect(conn).get_indexes("sends")}
+            if conn.dialect.name == "postgresql":
+                where = conn.execute(text(
+                    "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_sends_claimable' "
+                    "AND schemaname = current_schema()")).scalar_one()
+            else:
+                where = conn.exec_driver_sql(
+                    "SELECT sql FROM sqlite_master WHERE name = 'ix_sends_claimable'").scalar_one()
+    finally:
+        engine.dispose()
+    assert before["ix_sends_claimable"] == ["due_at"]
+    assert after["ix_sends_claimable"]["column_names"] == ["due_at", "id"]
+    assert "WHERE" in where and "scheduled" in where
