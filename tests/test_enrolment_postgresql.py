@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import event, text, true
+from sqlalchemy import text, true
 
 from nurture_mail.database import open_database
 from nurture_mail.store import enrolment
+
+from .pg_plans import add_candidates, explained
 
 
 def test_a_first_enrolment_after_analyze_reads_each_table_once(pg_url):
@@ -16,25 +18,11 @@ def test_a_first_enrolment_after_analyze_reads_each_table_once(pg_url):
     # row the INSERT has just added (quadratic: 214 s for 200,000 candidates).
     db = open_database(pg_url)
     try:
-        with db.engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO candidates (email, first_name, status, attributes, token_key, created_at, updated_at) "
-                "SELECT 'p' || i || '@example.com', 'P' || i, 'rejected', '{}', md5(i::text), "
-                "'2027-01-01', '2027-01-01' FROM generate_series(1, 2000) AS i"
-            ))
-            conn.execute(text("ANALYZE"))
-        plans: list[str] = []
-
-        def explain(conn, cursor, statement, parameters, context, executemany):
-            if statement.lstrip().startswith("INSERT INTO enrollments"):
-                cursor.execute("EXPLAIN " + statement, parameters)
-                plans.append("\n".join(row[0] for row in cursor.fetchall()))
-
-        event.listen(db.engine, "before_cursor_execute", explain)
-        with db.sessions.begin() as session:
+        add_candidates(db.engine, 2000)
+        inserts = explained(db.engine, lambda sql: sql.startswith("INSERT INTO enrollments"))
+        with inserts as plans, db.sessions.begin() as session:
             enrolled = enrolment.enrol(session, "c1", true(), datetime(2027, 3, 1, 9))
             setting = session.execute(text("SELECT current_setting('enable_nestloop')")).scalar_one()
-        event.remove(db.engine, "before_cursor_execute", explain)
     finally:
         db.dispose()
     assert enrolled == 2000
@@ -68,31 +56,18 @@ def test_claims_after_a_big_first_step_read_only_the_rows_they_take(pg_url, monk
     )
     db = open_database(pg_url)
     try:
-        with db.engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO candidates (email, first_name, status, attributes, token_key, created_at, updated_at) "
-                "SELECT 'p' || i || '@example.com', 'P' || i, 'rejected', '{}', md5(i::text), "
-                "'2027-01-01', '2027-01-01' FROM generate_series(1, 2000) AS i"
-            ))
-            conn.execute(text("ANALYZE"))  # statistics of the empty ledger
+        add_candidates(db.engine, 2000)  # and statistics of the empty ledger
         with db.sessions.begin() as session:
             enrolment.enrol(session, "c1", true(), now.replace(tzinfo=None))
         placed, _ = scheduling.schedule_campaign(db, campaign, now=now, default_timezone="UTC",
                                                  domain="talent.example")
         with db.engine.connect() as conn:  # what the planner now believes of the ledger
             believed = conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = 'sends'::regclass")).scalar()
-        plans: list[str] = []
-
-        def explain(conn, cursor, statement, parameters, context, executemany):
-            if statement.lstrip().startswith("UPDATE sends SET state"):
-                cursor.execute("EXPLAIN " + statement, parameters)
-                plans.append("\n".join(row[0] for row in cursor.fetchall()))
-
-        event.listen(db.engine, "before_cursor_execute", explain)
-        with db.sessions.begin() as session:
-            ids = ledger.claim(session, due_by=now + timedelta(hours=1), lease_until=now + timedelta(hours=2),
-                               owner="me", limit=256, campaign_ids=["c1"])
-        event.remove(db.engine, "before_cursor_execute", explain)
+        claims = explained(db.engine, lambda sql: sql.startswith("UPDATE sends SET state"))
+        with claims as plans, db.sessions.begin() as session:
+            ids = ledger.claim(session, due_by=now + timedelta(hours=1),
+                               lease_until=now + timedelta(hours=2), owner="me", limit=256,
+                               campaign_ids=["c1"])
     finally:
         db.dispose()
     assert placed == 2000

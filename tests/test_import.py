@@ -338,24 +338,18 @@ def test_postgresql_import_looks_candidates_up_by_index_as_the_table_grows(pg_ur
     empty table while it fills: planned for that, each batch's lookup scans every row so far
     (quadratic: 196 s for 100,000 new candidates, 5 s for 50,000). Every lookup of the import
     is read here with EXPLAIN, on its own connection and parameters, as it runs."""
-    from sqlalchemy import event
-
     from nurture_mail.database import open_database
 
+    from .pg_plans import explained
+
     database = open_database(pg_url)
-    plans: list[str] = []
-
-    @event.listens_for(database.engine, "before_cursor_execute")
-    def explain(conn, cursor, statement, parameters, context, executemany):
-        if statement.startswith("SELECT") and "FROM candidates" in statement and not executemany:
-            cursor.execute("EXPLAIN " + statement, parameters)
-            plans.append("\n".join(row[0] for row in cursor.fetchall()))
-
     f = tmp_path / "c.csv"
     size = 3 * pool.BATCH + 500
     f.write_text("email,first_name\n" + "".join(f"p{i}@example.com,P{i}\n" for i in range(size)))
     try:
-        report = do_import(database, f)
+        lookups = lambda sql: sql.startswith("SELECT") and "FROM candidates" in sql  # noqa: E731
+        with explained(database.engine, lookups) as plans:
+            report = do_import(database, f)
     finally:
         database.dispose()
     assert report.created == size
