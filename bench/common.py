@@ -86,6 +86,12 @@ def fresh_pg_schema(base: str = PG_URL) -> tuple[str, callable]:
     return f"{base}{sep}options=-csearch_path%3D{schema}", drop
 
 
+def children_cpu_s() -> float:
+    """User + system seconds of this process's reaped children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_children_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 

@@ -25,7 +25,6 @@ import argparse
 import json
 import random
 import re
-import resource
 import statistics
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from sqlalchemy import insert
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import children_cpu_s  # noqa: E402
 from nurture_mail.config import load_settings  # noqa: E402
 from nurture_mail.database import open_database  # noqa: E402
 from nurture_mail.inbox import MaildirInbox  # noqa: E402
@@ -204,16 +204,11 @@ class _Clock:
     def __init__(self):
         self.wall = time.perf_counter()
         self.cpu = time.process_time()
-        self.children = self._children()
-
-    @staticmethod
-    def _children() -> float:
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return usage.ru_utime + usage.ru_stime
+        self.children = children_cpu_s()
 
     def read(self) -> tuple[float, float, float]:
         return (time.perf_counter() - self.wall, time.process_time() - self.cpu,
-                self._children() - self.children)
+                children_cpu_s() - self.children)
 
 
 def backend_url(backend: str, args, tmp_path: Path):

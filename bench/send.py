@@ -6,7 +6,6 @@ PostgreSQL; and, with valgrind installed, the CPU instructions the engine spends
 
 from __future__ import annotations
 
-import resource
 import signal
 import smtplib
 import subprocess
@@ -21,6 +20,7 @@ from .common import (
     VALGRIND,
     Figure,
     callgrind_instructions,
+    children_cpu_s,
     fresh_pg_schema,
     python,
     smtp_sink,
@@ -183,7 +183,7 @@ def engine_run(n: int, backend: str, processes: int, timeout: float = 900) -> Fi
             later = (T0 + timedelta(hours=1)).isoformat()
             compile_bytecode()
             progress = _Progress(db_url)
-            children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            children_before = children_cpu_s()
             start = time.perf_counter()
             # One daemon with `processes` sender processes (--workers): SQLite allows one lock
             # holder; on PostgreSQL separate daemons would share the queue the same way.
@@ -205,7 +205,7 @@ def engine_run(n: int, backend: str, processes: int, timeout: float = 900) -> Fi
                 p.send_signal(signal.SIGTERM)
             errors = [p.communicate(timeout=60)[1] for p in procs]
             rss = _peak_rss_mb()
-            engine_cpu = _cpu_since(children_before)  # the daemon and its helpers, reaped
+            engine_cpu = children_cpu_s() - children_before  # the daemon and its helpers, reaped
         finally:
             if drop is not None:
                 drop()
@@ -223,12 +223,6 @@ def engine_run(n: int, backend: str, processes: int, timeout: float = 900) -> Fi
     if sent < n:
         detail["error"] = (errors[0] or "")[-300:]
     return Figure(f"send engine: {backend}, {processes} process(es)", sent / elapsed, "msg/s", detail)
-
-
-def _cpu_since(before: resource.struct_rusage) -> float:
-    """User + system seconds of the children reaped since `before`."""
-    now = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return now.ru_utime - before.ru_utime + now.ru_stime - before.ru_stime
 
 
 def _peak_rss_mb() -> float:
