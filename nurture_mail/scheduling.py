@@ -34,6 +34,12 @@ from .store.ledger import aware, naive
 # pass through Python, so smaller spans bound the daemon's memory.
 FIRST_SPAN = {"sqlite": 250_000, "postgresql": 50_000}
 BATCH = 5000  # enrollments per transaction on the general way
+# PostgreSQL plans the claims that follow from its statistics of `sends`; autovacuum renews
+# them a minute or more after big writes (never, where it is off). Planned for the table as it
+# was before a campaign placed a first step for 200,000 candidates, each claim of 256 rows read
+# and sorted all of them (50 ms; 5 ms in index order). So scheduling that places this many rows
+# runs ANALYZE, which samples a bounded number of rows: ~0.1 s.
+ANALYZE_AFTER = 10_000
 _MAX_ROUNDS = 1_000_000  # more spans or batches than any pool needs: a loop guard only
 _UNSET = object()
 
@@ -67,13 +73,6 @@ def schedule_campaign(
     if placed + more >= ANALYZE_AFTER and db.dialect == "postgresql":
         _analyze_ledger(db)
     return placed + more, completed
-
-
-# PostgreSQL plans the claims that follow from its statistics of `sends`; autovacuum renews
-# them a minute or more after big writes. Planned for the table as it was before a campaign
-# placed a first step for 200,000 candidates, each claim of 256 rows read and sorted all of
-# them (50 ms; 5 ms in index order). ANALYZE samples a bounded number of rows: ~0.1 s.
-ANALYZE_AFTER = 10_000
 
 
 def _analyze_ledger(db: Database) -> None:

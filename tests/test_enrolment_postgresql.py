@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import text, true
 
+from nurture_mail import scheduling
+from nurture_mail.campaigns import Audience, Campaign, Step
 from nurture_mail.database import open_database
-from nurture_mail.store import enrolment
+from nurture_mail.schedule import SchedulePolicy
+from nurture_mail.store import enrolment, ledger
 
 from .pg_plans import add_candidates, explained
 
@@ -37,14 +41,6 @@ def test_claims_after_a_big_first_step_read_only_the_rows_they_take(pg_url, monk
     # index in (due_at, id) order and stop at their limit. With the index on due_at alone, or
     # with statistics from before the rows were placed (autovacuum is a minute or more
     # behind), PostgreSQL read and sorted every due row for each claim of 256: quadratic.
-    from datetime import UTC, timedelta
-    from pathlib import Path
-
-    from nurture_mail import scheduling
-    from nurture_mail.campaigns import Audience, Campaign, Step
-    from nurture_mail.schedule import SchedulePolicy
-    from nurture_mail.store import ledger
-
     monkeypatch.setattr(scheduling, "ANALYZE_AFTER", 1000)  # 2,000 rows stand for a million
     now = datetime(2027, 3, 1, 9, tzinfo=UTC)
     campaign = Campaign(
