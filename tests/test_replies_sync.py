@@ -674,7 +674,8 @@ def test_effects_within_one_batch_apply_in_message_order(quick, tmp_path, batch_
     """A batch is written set-at-a-time, but each message sees what the earlier ones did: the
     same result whether the messages come one per batch or all in one."""
     at = AFTER_FIRST + timedelta(hours=1)
-    berlin, tokyo, la = (sent_to(quick, a) for a in ("berlin@example.com", "tokyo@example.com", "la@example.com"))
+    berlin, tokyo, la, paris = (sent_to(quick, a) for a in (
+        "berlin@example.com", "tokyo@example.com", "la@example.com", "paris@example.com"))
     la_pending = pending_of(quick, "la@example.com")
     box = tmp_path / "Maildir"
     for sub in ("new", "cur", "tmp"):
@@ -686,31 +687,78 @@ def test_effects_within_one_batch_apply_in_message_order(quick, tmp_path, batch_
         human_reply(tokyo, at + timedelta(minutes=1)),
         out_of_office(la, at, *OOO_CASES["en"][:2]),  # la: away, then a reply
         human_reply(la, at + timedelta(minutes=2)),
+        complaint(paris, at),  # paris: suppressed twice; the first reason ends the enrollment
+        dsn("paris@example.com", at + timedelta(minutes=1), original=paris.message_id),
     ]
     for n, raw in enumerate(messages):
         (box / "new" / f"{n:03d}.eml").write_bytes(raw)
     report = sync(quick, [MaildirInbox(box, batch_size=batch_size)], at + timedelta(minutes=5))
-    assert report.new == 6 and report.matched == 6
-    b, t, lae = (enrollment_of(quick, a) for a in ("berlin@example.com", "tokyo@example.com", "la@example.com"))
+    assert report.new == 8 and report.matched == 8
+    b, t, lae, p = (enrollment_of(quick, a) for a in (
+        "berlin@example.com", "tokyo@example.com", "la@example.com", "paris@example.com"))
     assert (b.state, b.exit_reason) == ("exited", "replied")
     assert (t.state, t.exit_reason) == ("exited", "bounced")
     assert (lae.state, lae.exit_reason) == ("exited", "replied")
     assert lae.paused_until is not None  # the note paused it before the reply ended it
+    assert (p.state, p.exit_reason) == ("exited", "unsubscribed")  # the complaint's, not the bounce's
     assert {(s.email, s.reason) for s in rows(quick, Suppression)} == {
-        ("berlin@example.com", "bounced"), ("tokyo@example.com", "bounced")}
+        ("berlin@example.com", "bounced"), ("tokyo@example.com", "bounced"), ("paris@example.com", "complained")}
     [moved] = [s for s in quick.sends() if s.id == la_pending.id]
     assert moved.state == "cancelled" and moved.reason == "replied" and moved.due_at > la_pending.due_at
     for address in ("berlin@example.com", "tokyo@example.com"):
         cid = sent_to(quick, address).candidate_id
         assert all(s.state != "scheduled" for s in quick.sends() if s.candidate_id == cid)
     events = Counter(e.kind for e in rows(quick, Event))
-    assert events["suppressed"] == 2 and events["bounce_hard"] == 2 and events["reply"] == 3
+    assert events["suppressed"] == 4 and events["bounce_hard"] == 3 and events["reply"] == 3
+    assert events["complaint"] == 1
     [tokyo_reply] = rows(quick, Event, Event.kind == "reply", Event.candidate_id == tokyo.candidate_id)
     assert tokyo_reply.detail["ended"] == []  # the bounce had ended it already
     # and a second sync acts on nothing
     again = sync(quick, [MaildirInbox(box, batch_size=batch_size)], at + timedelta(minutes=6))
-    assert (again.new, again.duplicates) == (0, 6)
+    assert (again.new, again.duplicates) == (0, 8)
     assert Counter(e.kind for e in rows(quick, Event)) == events
+
+
+def test_a_batch_that_cannot_be_stored_stops_the_sync_and_the_next_sync_finishes_it(quick, tmp_path, monkeypatch):
+    """Batches are stored by a thread of their own while the next ones are read: a batch whose
+    transaction fails stops the sync with that error, the batches before it stay stored, none
+    after it is stored or acted on, and the next sync stores the rest, each message once."""
+    from sqlalchemy.exc import OperationalError
+
+    from nurture_mail.store import inbound as store
+
+    at = AFTER_FIRST + timedelta(hours=1)
+    addresses = ("berlin@example.com", "tokyo@example.com", "la@example.com", "paris@example.com")
+    box = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (box / sub).mkdir(parents=True)
+    for n, address in enumerate(addresses):  # batches of two: (berlin, tokyo), (la, paris)
+        (box / "new" / f"{n:03d}.eml").write_bytes(human_reply(sent_to(quick, address), at))
+    (box / "new" / "004.eml").write_bytes(newsletter(at))
+    (box / "new" / "005.eml").write_bytes(newsletter(at))
+    real, calls = store.insert_inbound_many, []
+
+    def failing_second_batch(session, batch_rows):
+        calls.append(len(batch_rows))
+        if len(calls) == 2:
+            raise OperationalError("INSERT INTO inbound", {}, Exception("the server went away"))
+        return real(session, batch_rows)
+
+    monkeypatch.setattr(store, "insert_inbound_many", failing_second_batch)
+    with pytest.raises(OperationalError, match="the server went away"):
+        sync(quick, [MaildirInbox(box, batch_size=2)], at + timedelta(minutes=5))
+    assert calls == [2, 2]  # the third batch was never stored
+    assert sorted(r.from_addr for r in rows(quick, Inbound)) == ["berlin@example.com", "tokyo@example.com"]
+    states = {a: enrollment_of(quick, a).state for a in addresses}
+    assert states == {"berlin@example.com": "exited", "tokyo@example.com": "exited",
+                      "la@example.com": "active", "paris@example.com": "active"}
+
+    monkeypatch.setattr(store, "insert_inbound_many", real)
+    again = sync(quick, [MaildirInbox(box, batch_size=2)], at + timedelta(minutes=6))
+    assert (again.new, again.duplicates, again.matched) == (4, 2, 2)
+    assert {a: enrollment_of(quick, a).exit_reason for a in addresses} == dict.fromkeys(addresses, "replied")
+    assert len(rows(quick, Inbound)) == 6
+    assert len(rows(quick, Event, Event.kind == "reply")) == 4
 
 
 def test_worker_processes_classify_exactly_as_this_process():

@@ -17,14 +17,14 @@ the per-message statements did.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
-from sqlalchemy.types import Integer, String
+from sqlalchemy.types import DateTime, Integer, String, Text
 
 from ..models import (
     CLAIMABLE_STATES,
@@ -36,7 +36,7 @@ from ..models import (
     Send,
     Suppression,
 )
-from .batch_sql import ExecuteMany, OneOf, UnnestInsert, ValuesInsert, pg_insert
+from .batch_sql import ExecuteMany, OneOf, UnnestInsert, UnnestUpdate, ValuesInsert, pg_insert
 from .ledger import ACTIVE_ENROLLMENT, _insert, naive
 
 # Sends that may have reached the recipient, so that mail about them can come back.
@@ -280,13 +280,25 @@ _SUPPRESSED = OneOf("hashes", String, lambda one_of: (
     select(_SUPPRESSIONS.c.email_hash).where(one_of(_SUPPRESSIONS.c.email_hash))
 ))
 
+# Each also as one UPDATE ... FROM unnest(arrays) on PostgreSQL (batch_sql.UnnestUpdate): a
+# batch's few thousand exits are then a statement each, not a planned statement per row. The
+# rows of one call never name a row twice (Effects.flush), so the two forms agree.
 _PAUSE = ExecuteMany(
     update(_ENROLLMENTS)
     .where(
         _ENROLLMENTS.c.id == bindparam("e_id"),
         (_ENROLLMENTS.c.paused_until.is_(None)) | (_ENROLLMENTS.c.paused_until < bindparam("until")),
     )
-    .values(paused_until=bindparam("until"))
+    .values(paused_until=bindparam("until")),
+    postgresql=UnnestUpdate(
+        {"e_id": Integer, "until": DateTime},
+        lambda batch: update(_ENROLLMENTS)
+        .where(
+            _ENROLLMENTS.c.id == batch.c.e_id,
+            (_ENROLLMENTS.c.paused_until.is_(None)) | (_ENROLLMENTS.c.paused_until < batch.c.until),
+        )
+        .values(paused_until=batch.c.until),
+    ),
 )
 _POSTPONE = ExecuteMany(
     update(_SENDS)
@@ -295,28 +307,54 @@ _POSTPONE = ExecuteMany(
         _one_of(_SENDS.c.state, CLAIMABLE_STATES),
         _SENDS.c.due_at < bindparam("until"),
     )
-    .values(due_at=bindparam("until"), updated_at=bindparam("stamp"))
+    .values(due_at=bindparam("until"), updated_at=bindparam("stamp")),
+    postgresql=UnnestUpdate(
+        {"s_id": Integer, "until": DateTime},
+        lambda batch: update(_SENDS)
+        .where(
+            _SENDS.c.id == batch.c.s_id,
+            _one_of(_SENDS.c.state, CLAIMABLE_STATES),
+            _SENDS.c.due_at < batch.c.until,
+        )
+        .values(due_at=batch.c.until, updated_at=bindparam("stamp", type_=DateTime)),
+    ),
 )
-_EXIT_ENROLLMENT = ExecuteMany(
-    update(_ENROLLMENTS)
-    .where(_ENROLLMENTS.c.id == bindparam("e_id"), _one_of(_ENROLLMENTS.c.state, ACTIVE_ENROLLMENT))
-    .values(state="exited", exit_reason=bindparam("why"), exited_at=bindparam("stamp"), needs_next=False)
-)
-_CANCEL_ENROLLMENT_SENDS = ExecuteMany(
-    update(_SENDS)
-    .where(_SENDS.c.enrollment_id == bindparam("e_id"), _one_of(_SENDS.c.state, CLAIMABLE_STATES))
-    .values(state="cancelled", reason=bindparam("why"), updated_at=bindparam("stamp"))
+
+
+def _ends(key: str, target, key_column, state_column, active_states, values: Callable) -> ExecuteMany:
+    """The UPDATE that ends (exits, cancels) the `target` rows whose `key_column` is the row's
+    `key` and whose state is still one of `active_states`, setting `values(why, stamp)`."""
+    return ExecuteMany(
+        update(target)
+        .where(key_column == bindparam(key), _one_of(state_column, active_states))
+        .values(**values(bindparam("why"), bindparam("stamp"))),
+        postgresql=UnnestUpdate(
+            {key: Integer, "why": Text},
+            lambda batch: update(target)
+            .where(key_column == batch.c[key], _one_of(state_column, active_states))
+            .values(**values(batch.c.why, bindparam("stamp", type_=DateTime))),
+        ),
+    )
+
+
+def _exited(why, stamp) -> dict:
+    return {"state": "exited", "exit_reason": why, "exited_at": stamp, "needs_next": False}
+
+
+def _cancelled(why, stamp) -> dict:
+    return {"state": "cancelled", "reason": why, "updated_at": stamp}
+
+
+_EXIT_ENROLLMENT = _ends("e_id", _ENROLLMENTS, _ENROLLMENTS.c.id, _ENROLLMENTS.c.state, ACTIVE_ENROLLMENT, _exited)
+_CANCEL_ENROLLMENT_SENDS = _ends(
+    "e_id", _SENDS, _SENDS.c.enrollment_id, _SENDS.c.state, CLAIMABLE_STATES, _cancelled
 )
 # A suppression ends every enrollment of the candidate (ledger.end_enrollments, per candidate).
-_EXIT_CANDIDATE = ExecuteMany(
-    update(_ENROLLMENTS)
-    .where(_ENROLLMENTS.c.candidate_id == bindparam("c_id"), _one_of(_ENROLLMENTS.c.state, ACTIVE_ENROLLMENT))
-    .values(state="exited", exit_reason=bindparam("why"), exited_at=bindparam("stamp"), needs_next=False)
+_EXIT_CANDIDATE = _ends(
+    "c_id", _ENROLLMENTS, _ENROLLMENTS.c.candidate_id, _ENROLLMENTS.c.state, ACTIVE_ENROLLMENT, _exited
 )
-_CANCEL_CANDIDATE_SENDS = ExecuteMany(
-    update(_SENDS)
-    .where(_SENDS.c.candidate_id == bindparam("c_id"), _one_of(_SENDS.c.state, CLAIMABLE_STATES))
-    .values(state="cancelled", reason=bindparam("why"), updated_at=bindparam("stamp"))
+_CANCEL_CANDIDATE_SENDS = _ends(
+    "c_id", _SENDS, _SENDS.c.candidate_id, _SENDS.c.state, CLAIMABLE_STATES, _cancelled
 )
 
 _SUPPRESS_SQLITE = ExecuteMany(sqlite.insert(_SUPPRESSIONS).on_conflict_do_nothing(index_elements=["email_hash"]))
@@ -430,8 +468,13 @@ class Effects:
         _POSTPONE(conn, [{"s_id": k, "until": v, "stamp": self.stamp} for k, v in self._postpone.items()])
         _EXIT_ENROLLMENT(conn, self._exit_enrollment)
         _CANCEL_ENROLLMENT_SENDS(conn, self._exit_enrollment)
-        _EXIT_CANDIDATE(conn, self._exit_candidate)
-        _CANCEL_CANDIDATE_SENDS(conn, self._exit_candidate)
+        # A candidate suppressed twice in a batch: the first ends everything, the next finds
+        # nothing left to end; so only the first is written.
+        first: dict[int, dict] = {}
+        for row in self._exit_candidate:
+            first.setdefault(row["c_id"], row)
+        _EXIT_CANDIDATE(conn, list(first.values()))
+        _CANCEL_CANDIDATE_SENDS(conn, list(first.values()))
         add_events(self.session, [*self.events, *extra_events])
 
 
