@@ -80,21 +80,34 @@ class Classifier:
         self.pool: ProcessPoolExecutor | None = None
         self.here = 0  # messages classified in this process
         self.in_workers = 0  # ... and by the workers
+        # The reply sync submits from one thread and collects from another (its store
+        # thread): the pool is started, used and shut down under this lock.
+        self._lock = threading.RLock()
 
     def submit(self, jobs: Jobs) -> Callable[[], list[Classification]]:
         """Start classifying; the returned function waits for the verdicts, in order, and
         classifies here the chunks no worker has started by then."""
-        if self.workers and len(jobs) >= PARALLEL_MIN and self._start():
-            chunks = [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]
-            try:
-                futures = [(self.pool.submit(classify_packed, c), c) for c in chunks]
-            except (BrokenProcessPool, RuntimeError, OSError) as exc:
-                self._broken(exc)
-            else:
+        if self.workers and len(jobs) >= PARALLEL_MIN:
+            with self._lock:
+                futures = self._submit(jobs) if self._start() else None
+            if futures is not None:
                 return lambda: self._collect(futures)
         done = classify_many(jobs)
-        self.here += len(jobs)
+        self._count(here=len(jobs))
         return lambda: done
+
+    def _submit(self, jobs: Jobs) -> list | None:
+        chunks = [jobs[i : i + CHUNK] for i in range(0, len(jobs), CHUNK)]
+        try:
+            return [(self.pool.submit(classify_packed, c), c) for c in chunks]
+        except (BrokenProcessPool, RuntimeError, OSError) as exc:
+            self._broken(exc)
+            return None
+
+    def _count(self, *, here: int = 0, in_workers: int = 0) -> None:
+        with self._lock:
+            self.here += here
+            self.in_workers += in_workers
 
     def _collect(self, futures: list) -> list[Classification]:
         # Workers take chunks first in, first out; a chunk that cannot be cancelled has
@@ -106,14 +119,15 @@ class Classifier:
             if not self.steal or not future.cancel():
                 break
             stolen[n] = classify_many(jobs)
-            self.here += len(jobs)
+            self._count(here=len(jobs))
         verdicts: list[Classification] = []
         for n, (future, jobs) in enumerate(futures):
             verdicts.extend(stolen[n] if n in stolen else self._result(future, jobs))
         return verdicts
 
     def _start(self) -> bool:
-        if self.pool is None:
+        """The pool, started on first use (call it holding the lock)."""
+        if self.workers and self.pool is None:
             methods = multiprocessing.get_all_start_methods()
             # fork is instant and safe while this process has a single thread; a daemon has
             # scheduler threads, and its workers come from a clean fork server instead.
@@ -135,20 +149,23 @@ class Classifier:
             verdicts = _unpack(future.result())
         except (BrokenProcessPool, OSError, EOFError) as exc:
             self._broken(exc)
-            self.here += len(jobs)
+            self._count(here=len(jobs))
             return classify_many(jobs)
-        self.in_workers += len(jobs)
+        self._count(in_workers=len(jobs))
         return verdicts
 
     def _broken(self, exc: BaseException) -> None:
-        log.warning("reply sync: classifying in this process (worker pool: %s)", exc)
-        self.close()
-        self.workers = 0
+        with self._lock:
+            if self.workers:
+                log.warning("reply sync: classifying in this process (worker pool: %s)", exc)
+            self.workers = 0
+            self.close()
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
+        with self._lock:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+                self.pool = None
 
     def __enter__(self) -> Classifier:
         return self

@@ -14,8 +14,11 @@ processes for a backlog (classify_pool.py) up to LOOKAHEAD batches ahead, this p
 back the chunks no worker has started when it needs them, and each batch is then one
 transaction: one look-up of every Message-ID it names, one of every address it may be matched
 by, one batch INSERT ... ON CONFLICT DO NOTHING RETURNING, and its effects applied in message
-order to a snapshot and written with one executemany per kind (store.inbound.Effects), so the
-result equals acting on the messages one by one. The store sends these through the driver
+order to a snapshot and written with one statement per kind (store.inbound.Effects), so the
+result equals acting on the messages one by one. The transactions run in order on a thread of
+their own (write_behind.WriteBehind) while this one reads and prepares the next batches: on
+PostgreSQL that thread spends half its time waiting on the server, and psycopg lets go of the
+GIL meanwhile. The store sends these through the driver
 (store/inbound.py says how), and message_identity reads two header fields with substring
 searches instead of a regex over the header section.
 
@@ -51,7 +54,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import mailbox
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -69,6 +72,7 @@ from .replies import Classification, InboundKind
 from .replies.parsing import MAX_HEAD_BYTES, head_end, header_date, message_ids
 from .store import inbound as store
 from .store.ledger import naive
+from .write_behind import WriteBehind
 
 log = logging.getLogger("nurture.replies")
 
@@ -172,15 +176,11 @@ def sync_replies(
             # Classification runs up to LOOKAHEAD batches ahead of the database work, in the
             # worker processes when there are any; what was read before a source failed is
             # stored all the same.
-            pending: deque[_Prepared] = deque()
-            for batch in _read(source, position, sr, report):
-                pending.append(_prepare(ctx, batch, seen, classifier, sr, report))
-                while len(pending) > LOOKAHEAD or (
-                    len(pending) > 1 and sum(p.size for p in pending) > LOOKAHEAD_BYTES
-                ):
-                    _apply(ctx, pending.popleft(), sr, report)
-            while pending:
-                _apply(ctx, pending.popleft(), sr, report)
+            with WriteBehind(lambda prepared, sr=sr: _apply(ctx, prepared, sr, report),
+                             depth=LOOKAHEAD, max_bytes=LOOKAHEAD_BYTES, name="nurture-reply-store") as store_behind:
+                for batch in _read(source, position, sr, report):
+                    prepared = _prepare(ctx, batch, seen, classifier, sr, report)
+                    store_behind.put(prepared, prepared.size)
     finally:
         classifier.close()
         if classifier.in_workers:
