@@ -9,9 +9,10 @@ Effects are guarded so that they can only ever move things in one direction: an 
 exited once, a pending send is only ever postponed (never brought forward), a suppression is
 added once. `Effects` applies a batch's effects in message order against a snapshot of the
 candidates' enrollments and queued sends taken inside the batch's transaction, then writes
-them with one executemany per kind; each written statement keeps its guard (state still
-active / claimable), so a row another process changed meanwhile is left alone, exactly as
-the per-message statements did.
+them with one statement per kind (an executemany on SQLite, one UPDATE ... FROM unnest(arrays)
+on PostgreSQL); each written statement keeps its guard (state still active / claimable), so a
+row another process changed meanwhile is left alone, exactly as the per-message statements
+did.
 """
 
 from __future__ import annotations
