@@ -15,12 +15,12 @@ back the chunks no worker has started when it needs them, and each batch is then
 transaction: one look-up of every Message-ID it names, one of every address it may be matched
 by, one batch INSERT ... ON CONFLICT DO NOTHING RETURNING, and its effects applied in message
 order to a snapshot and written with one statement per kind (store.inbound.Effects), so the
-result equals acting on the messages one by one. The transactions run in order on a thread of
-their own (write_behind.WriteBehind) while this one reads and prepares the next batches: on
-PostgreSQL that thread spends half its time waiting on the server, and psycopg lets go of the
-GIL meanwhile. The store sends these through the driver
+result equals acting on the messages one by one. The store sends these through the driver
 (store/inbound.py says how), and message_identity reads two header fields with substring
-searches instead of a regex over the header section.
+searches instead of a regex over the header section. The transactions run in order on a thread
+of their own (write_behind.WriteBehind) while this one reads and prepares the next batches: on
+PostgreSQL that thread spends half its time waiting on the server, and psycopg lets go of the
+GIL meanwhile.
 
 Matching, strongest evidence first:
 1. In-Reply-To / References name one of our Message-IDs (stored bare, without <>);
