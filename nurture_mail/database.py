@@ -40,6 +40,12 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    @property
+    def shared_across_threads(self) -> bool:
+        """Whether connections opened in different threads see the same data: not for an
+        in-memory SQLite database, where each thread's connection is a database of its own."""
+        return not (self.dialect == "sqlite" and self.engine.url.database in (None, "", ":memory:"))
+
     def email_hash(self, email: str) -> str:
         """Salted hash of a normalised address: how suppressions are looked up and kept."""
         return hashlib.sha256((self.salt + email).encode()).hexdigest()

@@ -177,7 +177,8 @@ def sync_replies(
             # worker processes when there are any; what was read before a source failed is
             # stored all the same.
             with WriteBehind(lambda prepared, sr=sr: _apply(ctx, prepared, sr, report),
-                             depth=LOOKAHEAD, max_bytes=LOOKAHEAD_BYTES, name="nurture-reply-store") as store_behind:
+                             depth=LOOKAHEAD, max_bytes=LOOKAHEAD_BYTES, name="nurture-reply-store",
+                             threaded=db.shared_across_threads) as store_behind:
                 for batch in _read(source, position, sr, report):
                     prepared = _prepare(ctx, batch, seen, classifier, sr, report)
                     store_behind.put(prepared, prepared.size)

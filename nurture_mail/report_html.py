@@ -71,7 +71,7 @@ def gather_page(
             found["error"] = exc
 
     worker = None
-    if db.engine.url.database in (None, "", ":memory:"):  # each connection its own database
+    if not db.shared_across_threads:
         read_pool()
     else:
         worker = threading.Thread(target=read_pool, name="nurture-report-pool", daemon=True)

@@ -761,6 +761,31 @@ def test_a_batch_that_cannot_be_stored_stops_the_sync_and_the_next_sync_finishes
     assert len(rows(quick, Event, Event.kind == "reply")) == 4
 
 
+def test_an_in_memory_database_stores_its_batches_in_the_syncing_thread(tmp_path):
+    """An in-memory SQLite database is a different database in each thread: its batches are
+    stored by the thread that reads them, not by the store thread."""
+    from nurture_mail.config import load_settings
+    from nurture_mail.database import open_database
+
+    db = open_database("sqlite://")
+    try:
+        assert not db.shared_across_threads
+        (tmp_path / "nurture.toml").write_text("")
+        settings = load_settings(tmp_path / "nurture.toml", env={}, database_url="sqlite://")
+        box = tmp_path / "Maildir"
+        for sub in ("new", "cur", "tmp"):
+            (box / sub).mkdir(parents=True)
+        for n in range(3):
+            (box / "new" / f"{n:03d}.eml").write_bytes(newsletter(MON + timedelta(minutes=n)))
+        report = sync_replies(settings, db, now=MON + timedelta(hours=1), exit_when=EXIT_ALL,
+                              sources=[MaildirInbox(box, batch_size=1)])
+        assert (report.new, report.unmatched, report.errors) == (3, 3, [])
+        with db.sessions() as session:
+            assert len(session.execute(select(Inbound)).all()) == 3
+    finally:
+        db.dispose()
+
+
 def test_worker_processes_classify_exactly_as_this_process():
     from nurture_mail.classify_pool import PARALLEL_MIN, Classifier, classify_many
 

@@ -125,3 +125,68 @@ def test_nothing_put_starts_no_thread():
     behind = WriteBehind(Gate(), depth=2, max_bytes=100)
     behind.close()
     assert behind._thread is None
+
+
+def test_interrupted_while_closing_only_the_item_in_flight_finishes():
+    """Ctrl-C while the end of a sync waits for the store: the waiting items are dropped, the
+    one being applied finishes, and nothing is applied after close has raised."""
+    gate = Gate(hold=[0])
+    behind = WriteBehind(gate, depth=5, max_bytes=1 << 20)
+    behind.put(0)
+    assert gate.started[0].wait(30)
+    behind.put(1)
+    behind.put(2)
+    thread, real_join, joins = behind._thread, behind._thread.join, []
+
+    def join():
+        joins.append(True)
+        if len(joins) == 1:
+            raise KeyboardInterrupt  # as if Ctrl-C came while close waited
+        gate.opened.set()
+        real_join()
+
+    thread.join = join
+    with pytest.raises(KeyboardInterrupt):
+        behind.close()
+    assert gate.applied == [0]
+    assert not thread.is_alive()
+
+
+def test_after_a_failure_every_put_fails():
+    gate = Gate(fail=0)
+    behind = WriteBehind(gate, depth=1, max_bytes=1 << 20)
+    behind.put(0)
+    with pytest.raises(RuntimeError, match="cannot apply 0"):
+        behind.close()
+    with pytest.raises(RuntimeError, match="an earlier item failed"):
+        behind.put(1)
+    assert gate.applied == []
+
+
+def test_when_both_sides_fail_the_store_failure_is_kept_as_a_note():
+    gate = Gate(fail=0)
+    with pytest.raises(KeyError) as raised, WriteBehind(gate, depth=5, max_bytes=1 << 20) as behind:
+        behind.put(0)
+        behind._thread.join()  # 0 has failed; nobody has asked yet
+        raise KeyError("the reader failed")
+    assert any("cannot apply 0" in note for note in raised.value.__notes__)
+
+
+def test_unthreaded_applies_each_item_at_once_in_the_callers_thread():
+    threads = []
+    gate = Gate(fail=2)
+
+    def apply(item):
+        threads.append(threading.current_thread())
+        gate(item)
+
+    behind = WriteBehind(apply, depth=1, max_bytes=1, threaded=False)
+    behind.put(0, 10)
+    behind.put(1, 10)
+    assert gate.applied == [0, 1]  # at once: no backlog, whatever the sizes
+    with pytest.raises(RuntimeError, match="cannot apply 2"):
+        behind.put(2)
+    with pytest.raises(RuntimeError, match="an earlier item failed"):
+        behind.put(3)
+    behind.close()
+    assert threads == [threading.current_thread()] * 3 and behind._thread is None
