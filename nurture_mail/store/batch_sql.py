@@ -250,6 +250,19 @@ class UnnestUpdate:
         return self.binary.execute(conn, {**{c: [row[c] for row in rows] for c in self.columns}, **shared})
 
 
+def update_each(columns: Mapping[str, Any], shared: Mapping[str, Any], build: Callable) -> ExecuteMany:
+    """An UPDATE run for each row of a batch, written once: `build(value)` returns it, where
+    `value(name)` stands for the row's value of `name`. On SQLite every name is a bind of the
+    executemany; on PostgreSQL (`UnnestUpdate`) the names in `columns` (name -> type) come from
+    the batch's arrays and those in `shared` (name -> type, the same in every row) are bound
+    once. The rows of one call must not name a target row twice: UPDATE ... FROM would take
+    only one of them."""
+    def from_batch(batch):
+        return build(lambda name: batch.c[name] if name in columns else bindparam(name, type_=shared[name]))
+
+    return ExecuteMany(build(bindparam), postgresql=UnnestUpdate(columns, from_batch))
+
+
 class ExecuteMany:
     """conn.execute(stmt, rows) for a statement run once per row (the effects' UPDATEs), on
     SQLite straight through the driver's executemany: rendered once, each row's parameters

@@ -37,7 +37,7 @@ from ..models import (
     Send,
     Suppression,
 )
-from .batch_sql import ExecuteMany, OneOf, UnnestInsert, UnnestUpdate, ValuesInsert, pg_insert
+from .batch_sql import ExecuteMany, OneOf, UnnestInsert, ValuesInsert, pg_insert, update_each
 from .ledger import ACTIVE_ENROLLMENT, _insert, naive
 
 # Sends that may have reached the recipient, so that mail about them can come back.
@@ -281,61 +281,36 @@ _SUPPRESSED = OneOf("hashes", String, lambda one_of: (
     select(_SUPPRESSIONS.c.email_hash).where(one_of(_SUPPRESSIONS.c.email_hash))
 ))
 
-# Each also as one UPDATE ... FROM unnest(arrays) on PostgreSQL (batch_sql.UnnestUpdate): a
-# batch's few thousand exits are then a statement each, not a planned statement per row. The
-# rows of one call never name a row twice (Effects.flush), so the two forms agree.
-_PAUSE = ExecuteMany(
+# Each one UPDATE ... FROM unnest(arrays) on PostgreSQL (batch_sql.update_each): a batch's few
+# thousand exits are then a statement each, not a planned statement per row. The rows of one
+# call never name a row twice (Effects.flush), so the two forms agree.
+_PAUSE = update_each({"e_id": Integer, "until": DateTime}, {}, lambda value: (
     update(_ENROLLMENTS)
     .where(
-        _ENROLLMENTS.c.id == bindparam("e_id"),
-        (_ENROLLMENTS.c.paused_until.is_(None)) | (_ENROLLMENTS.c.paused_until < bindparam("until")),
+        _ENROLLMENTS.c.id == value("e_id"),
+        (_ENROLLMENTS.c.paused_until.is_(None)) | (_ENROLLMENTS.c.paused_until < value("until")),
     )
-    .values(paused_until=bindparam("until")),
-    postgresql=UnnestUpdate(
-        {"e_id": Integer, "until": DateTime},
-        lambda batch: update(_ENROLLMENTS)
-        .where(
-            _ENROLLMENTS.c.id == batch.c.e_id,
-            (_ENROLLMENTS.c.paused_until.is_(None)) | (_ENROLLMENTS.c.paused_until < batch.c.until),
-        )
-        .values(paused_until=batch.c.until),
-    ),
-)
-_POSTPONE = ExecuteMany(
+    .values(paused_until=value("until"))
+))
+_POSTPONE = update_each({"s_id": Integer, "until": DateTime}, {"stamp": DateTime}, lambda value: (
     update(_SENDS)
     .where(
-        _SENDS.c.id == bindparam("s_id"),
+        _SENDS.c.id == value("s_id"),
         _one_of(_SENDS.c.state, CLAIMABLE_STATES),
-        _SENDS.c.due_at < bindparam("until"),
+        _SENDS.c.due_at < value("until"),
     )
-    .values(due_at=bindparam("until"), updated_at=bindparam("stamp")),
-    postgresql=UnnestUpdate(
-        {"s_id": Integer, "until": DateTime},
-        lambda batch: update(_SENDS)
-        .where(
-            _SENDS.c.id == batch.c.s_id,
-            _one_of(_SENDS.c.state, CLAIMABLE_STATES),
-            _SENDS.c.due_at < batch.c.until,
-        )
-        .values(due_at=batch.c.until, updated_at=bindparam("stamp", type_=DateTime)),
-    ),
-)
+    .values(due_at=value("until"), updated_at=value("stamp"))
+))
 
 
 def _ends(key: str, target, key_column, state_column, active_states, values: Callable) -> ExecuteMany:
     """The UPDATE that ends (exits, cancels) the `target` rows whose `key_column` is the row's
     `key` and whose state is still one of `active_states`, setting `values(why, stamp)`."""
-    return ExecuteMany(
+    return update_each({key: Integer, "why": Text}, {"stamp": DateTime}, lambda value: (
         update(target)
-        .where(key_column == bindparam(key), _one_of(state_column, active_states))
-        .values(**values(bindparam("why"), bindparam("stamp"))),
-        postgresql=UnnestUpdate(
-            {key: Integer, "why": Text},
-            lambda batch: update(target)
-            .where(key_column == batch.c[key], _one_of(state_column, active_states))
-            .values(**values(batch.c.why, bindparam("stamp", type_=DateTime))),
-        ),
-    )
+        .where(key_column == value(key), _one_of(state_column, active_states))
+        .values(**values(value("why"), value("stamp")))
+    ))
 
 
 def _exited(why, stamp) -> dict:
