@@ -42,7 +42,7 @@ from ..models import (
     Suppression,
 )
 from . import sent_messages
-from .batch_sql import ExecuteMany, OneOf, UnnestUpdate, dialect_insert
+from .batch_sql import ExecuteMany, OneOf, dialect_insert, update_each
 
 ACTIVE_ENROLLMENT = ("active", "paused")
 PENDING_STATES = ("scheduled", "claimed", "deferred")
@@ -72,35 +72,22 @@ def _insert(session: Session, table):
 _SENDS = Send.__table__
 _ENROLLMENTS = Enrollment.__table__
 
-_MARK_STARTED = ExecuteMany(  # one row each, fenced by the claim, with what is about to leave
-    update(_SENDS)
+# Each one UPDATE ... FROM unnest(arrays) on PostgreSQL, one executemany on SQLite
+# (`batch_sql.update_each`): a batch's rows never name a send or an enrollment twice.
+_MARK_STARTED = update_each(  # one row each, fenced by the claim, with what is about to leave
+    {"p_id": Integer, "p_to": Text, "p_subject": Text}, {"p_owner": String, "p_lease": DateTime},
+    lambda value: update(_SENDS)
     .where(
-        _SENDS.c.id == bindparam("p_id"),
+        _SENDS.c.id == value("p_id"),
         _SENDS.c.state == "claimed",
-        _SENDS.c.claimed_by == bindparam("p_owner"),
+        _SENDS.c.claimed_by == value("p_owner"),
     )
     .values(
         data_started=True,
         attempts=_SENDS.c.attempts + 1,
-        lease_until=bindparam("p_lease"),
-        to_addr=bindparam("p_to"),
-        subject=bindparam("p_subject"),
-    ),
-    postgresql=UnnestUpdate(
-        {"p_id": Integer, "p_to": Text, "p_subject": Text},
-        lambda batch: update(_SENDS)
-        .where(
-            _SENDS.c.id == batch.c.p_id,
-            _SENDS.c.state == "claimed",
-            _SENDS.c.claimed_by == bindparam("p_owner", type_=String),
-        )
-        .values(
-            data_started=True,
-            attempts=_SENDS.c.attempts + 1,
-            lease_until=bindparam("p_lease", type_=DateTime),
-            to_addr=batch.c.p_to,
-            subject=batch.c.p_subject,
-        ),
+        lease_until=value("p_lease"),
+        to_addr=value("p_to"),
+        subject=value("p_subject"),
     ),
 )
 _MARKED = select(_SENDS.c.id).where(
@@ -109,36 +96,22 @@ _MARKED = select(_SENDS.c.id).where(
     _SENDS.c.claimed_by == bindparam("owner"),
     _SENDS.c.data_started.is_(True),
 )
-_FINISH = ExecuteMany(
-    update(_SENDS)
-    .where(_SENDS.c.id == bindparam("p_id"))
+_FINISH = update_each(
+    {"p_id": Integer, "p_state": Text, "p_response": Text, "p_reason": Text, "p_sent_at": DateTime},
+    {"p_stamp": DateTime},
+    lambda value: update(_SENDS)
+    .where(_SENDS.c.id == value("p_id"))
     .values(
-        state=bindparam("p_state"), smtp_response=bindparam("p_response"),
-        reason=bindparam("p_reason"), sent_at=bindparam("p_sent_at"),
-        claimed_by=None, lease_until=None, updated_at=bindparam("p_stamp"),
-    ),
-    postgresql=UnnestUpdate(
-        {"p_id": Integer, "p_state": Text, "p_response": Text, "p_reason": Text, "p_sent_at": DateTime},
-        lambda batch: update(_SENDS)
-        .where(_SENDS.c.id == batch.c.p_id)
-        .values(
-            state=batch.c.p_state, smtp_response=batch.c.p_response,
-            reason=batch.c.p_reason, sent_at=batch.c.p_sent_at,
-            claimed_by=None, lease_until=None, updated_at=bindparam("p_stamp", type_=DateTime),
-        ),
+        state=value("p_state"), smtp_response=value("p_response"),
+        reason=value("p_reason"), sent_at=value("p_sent_at"),
+        claimed_by=None, lease_until=None, updated_at=value("p_stamp"),
     ),
 )
-_NEXT_STEP = ExecuteMany(
-    update(_ENROLLMENTS)
-    .where(_ENROLLMENTS.c.id == bindparam("p_enrollment"), _ENROLLMENTS.c.state == "active")
-    .values(needs_next=True, last_sent_at=bindparam("p_stamp"), last_step_id=bindparam("p_step")),
-    postgresql=UnnestUpdate(
-        {"p_enrollment": Integer, "p_step": Text},
-        lambda batch: update(_ENROLLMENTS)
-        .where(_ENROLLMENTS.c.id == batch.c.p_enrollment, _ENROLLMENTS.c.state == "active")
-        .values(needs_next=True, last_sent_at=bindparam("p_stamp", type_=DateTime),
-                last_step_id=batch.c.p_step),
-    ),
+_NEXT_STEP = update_each(
+    {"p_enrollment": Integer, "p_step": Text}, {"p_stamp": DateTime},
+    lambda value: update(_ENROLLMENTS)
+    .where(_ENROLLMENTS.c.id == value("p_enrollment"), _ENROLLMENTS.c.state == "active")
+    .values(needs_next=True, last_sent_at=value("p_stamp"), last_step_id=value("p_step")),
 )
 _MOVE_ON = ExecuteMany(  # a removed step's row cancelled: its enrollment takes the next step
     update(_ENROLLMENTS)
