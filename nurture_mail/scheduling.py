@@ -8,7 +8,8 @@ are only made faster, which matters when a campaign enrols a million candidates 
 * the due time depends on the time zone, the anchor (enrolment or last send) and any pause, so
   it is computed once per group of enrollments that share them (`sequencing.Scheduler`);
 * enrollments with no ledger row yet and no pause get their first step set-at-a-time inside
-  the database (`enrolment.place_first_steps`), in spans of `FIRST_SPAN` per transaction;
+  the database (`enrolment.place_first_steps`), in spans of `FIRST_SPAN` per transaction
+  (PostgreSQL: `PLACERS` spans at once, `_first_steps_in_parallel`);
 * everything else (a next step after a send, a paused enrollment, a step that was removed) is
   read in batches of `BATCH` and placed from Python, with Message-IDs made in bulk.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
 from .campaigns import Campaign
@@ -34,6 +36,8 @@ from .store.ledger import aware, naive
 # pass through Python, so smaller spans bound the daemon's memory.
 FIRST_SPAN = {"sqlite": 250_000, "postgresql": 50_000}
 BATCH = 5000  # enrollments per transaction on the general way
+# PostgreSQL: connections that place first-step spans at once (`_first_steps_in_parallel`).
+PLACERS = 2
 # PostgreSQL plans the claims that follow from its statistics of `sends`; autovacuum renews
 # them a minute or more after big writes (never, where it is off). Planned for the table as it
 # was before a campaign placed a first step for 200,000 candidates, each claim of 256 rows read
@@ -95,6 +99,8 @@ def _first_steps(db: Database, campaign: Campaign, scheduler: Scheduler, stamp: 
         variant=(lambda key: variant_for(step, key)) if step.variants else None,
         stamp=stamp,
     )
+    if db.dialect == "postgresql":
+        return _first_steps_in_parallel(db, first)
     placed, after = 0, 0
     for _ in range(_MAX_ROUNDS):
         with db.sessions.begin() as session:
@@ -104,6 +110,45 @@ def _first_steps(db: Database, campaign: Campaign, scheduler: Scheduler, stamp: 
             placed += enrolment.place_first_steps(session, first, after, upto, count)
         after = upto
     raise AssertionError("unreachable: spans advance through a finite table")
+
+
+def _first_steps_in_parallel(db: Database, first: enrolment.FirstStep) -> int:
+    """PostgreSQL: spans placed by `PLACERS` connections at once, each span its own
+    transaction as above. Most of a span's time is the server's (the rows inserted, their
+    foreign keys checked, `needs_next` cleared), and psycopg lets go of the GIL while it
+    waits, so a second server process works meanwhile.
+
+    This thread finds the spans in order (disjoint ranges of enrollment ids; each transaction
+    checks again that its enrollments still wait) and reserves each one's ledger ids before
+    handing it on, so that the ledger ids still follow enrollment ids across spans. At most
+    `PLACERS` spans are handed on ahead: their rows pass through Python."""
+    placed, after = 0, 0
+    running: list[Future] = []
+    with db.sessions() as session, ThreadPoolExecutor(PLACERS, thread_name_prefix="nurture-place") as pool:
+        try:
+            for _ in range(_MAX_ROUNDS):
+                upto, count = enrolment.waiting_span(session, first.campaign_id, after, FIRST_SPAN[db.dialect])
+                if not count:
+                    break
+                ids = enrolment.reserve_send_ids(session, count)
+                session.commit()  # the next span is read in a fresh snapshot
+                if len(running) >= PLACERS:
+                    placed += running.pop(0).result()
+                running.append(pool.submit(_place_span, db, first, after, upto, count, ids))
+                after = upto
+            for future in running:
+                placed += future.result()
+        except BaseException:
+            for future in running:  # spans not started stay waiting, for the next tick
+                future.cancel()
+            raise
+    return placed
+
+
+def _place_span(db: Database, first: enrolment.FirstStep, after: int, upto: int, count: int,
+                ids: list[int]) -> int:
+    with db.sessions.begin() as session:
+        return enrolment.place_first_steps(session, first, after, upto, count, ids)
 
 
 def _next_steps(

@@ -8,6 +8,7 @@ steps, nothing left).
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -187,6 +188,107 @@ def test_first_steps_in_spans_and_groups(db, monkeypatch):
     with db.sessions() as s:
         order = s.execute(select(Send.enrollment_id).order_by(Send.id)).scalars().all()
     assert order == sorted(order)  # ledger ids follow enrollment ids: the daily-cap tie-break
+
+
+def _spans_setup(db, monkeypatch, n=40, span=7):
+    """A first step for `n` fresh enrollments in spans of `span`; returns the campaign."""
+    monkeypatch.setattr(scheduling, "FIRST_SPAN", {"sqlite": span, "postgresql": span})
+    policy = SchedulePolicy(days=frozenset(range(7)), hours=None)
+    campaign = campaign_of(policy, build_steps([(60, [1, 1]), (60 * 24, [])]))
+    fill(db, campaign, [(ZONES[i % len(ZONES)], 0, 0, None, True) for i in range(n)])
+    return campaign
+
+
+def _schedule(db, campaign):
+    return scheduling.schedule_campaign(db, campaign, now=NOW, default_timezone="Europe/London",
+                                        domain="talent.example")
+
+
+@pytest.fixture
+def pg_db(pg_url):
+    from nurture_mail.database import open_database
+
+    database = open_database(pg_url)
+    yield database
+    database.dispose()
+
+
+def test_postgresql_places_two_first_step_spans_at_once(pg_db, monkeypatch):
+    """Each of two placing threads waits at a barrier until the other has started a span too:
+    placed one span after the other, the barrier breaks (its timeout only bounds a failure).
+    (SQLite has one writer: its spans are placed one after the other.)"""
+    import threading
+
+    db = pg_db
+    campaign = _spans_setup(db, monkeypatch)
+    want_rows, _ = expected(db, campaign)
+    barrier = threading.Barrier(2, timeout=30)
+    threads, real, calls = set(), scheduling.enrolment.place_first_steps, itertools.count()
+
+    def place(session, first, after, upto, most, send_ids=()):
+        threads.add(threading.get_ident())
+        if next(calls) < 2:  # the first two spans meet
+            barrier.wait()
+        return real(session, first, after, upto, most, send_ids)
+
+    monkeypatch.setattr(scheduling.enrolment, "place_first_steps", place)
+    assert _schedule(db, campaign) == (40, 0)
+    rows, _, _, waiting = placed(db, campaign)
+    assert rows == want_rows and waiting == 0
+    assert not barrier.broken and len(threads) == 2
+    with db.sessions() as s:
+        order = s.execute(select(Send.enrollment_id).order_by(Send.id)).scalars().all()
+    assert order == sorted(order)  # reserved ids: spans placed at once still number in order
+
+
+def test_a_failed_first_step_span_leaves_each_enrollment_placed_or_waiting(db, monkeypatch):
+    campaign = _spans_setup(db, monkeypatch)
+    want_rows, _ = expected(db, campaign)
+    real = scheduling.enrolment.place_first_steps
+
+    def place(session, first, after, upto, most, *more):
+        if after >= 14:  # the third span and every later one
+            raise RuntimeError("the database went away")
+        return real(session, first, after, upto, most, *more)
+
+    monkeypatch.setattr(scheduling.enrolment, "place_first_steps", place)
+    with pytest.raises(RuntimeError, match="went away"):
+        _schedule(db, campaign)
+    with db.sessions() as s:
+        state = s.execute(
+            select(Enrollment.id, Enrollment.needs_next, func.count(Send.id))
+            .outerjoin(Send, Send.enrollment_id == Enrollment.id).group_by(Enrollment.id, Enrollment.needs_next)
+        ).all()
+    assert {(waiting, rows) for _, waiting, rows in state} == {(False, 1), (True, 0)}
+    assert sorted(e for e, waiting, _ in state if not waiting) == sorted(e for e, _, _ in state)[:14]
+    monkeypatch.setattr(scheduling.enrolment, "place_first_steps", real)
+    _schedule(db, campaign)  # the next tick places the rest
+    rows, _, ids, waiting = placed(db, campaign)
+    assert rows == want_rows and waiting == 0 and len(set(ids)) == len(ids)
+
+
+def test_postgresql_first_step_rows_take_the_reserved_ids_when_there_are_enough(pg_db, monkeypatch):
+    from nurture_mail.store import enrolment
+
+    db = pg_db
+    campaign = _spans_setup(db, monkeypatch, n=10, span=100)
+    step = campaign.steps[0]
+    first = enrolment.FirstStep(
+        campaign_id=campaign.id, step_id=step.id, step_number=1,
+        due=lambda zone, anchor: anchor, by_zone=True,
+        message_ids=lambda n: scheduling.message_ids("talent.example", n), variant=None,
+        stamp=NOW.replace(tzinfo=None),
+    )
+    with db.sessions.begin() as s:
+        top = s.execute(select(func.max(Enrollment.id))).scalar()
+        few = enrolment.reserve_send_ids(s, 3)
+        assert enrolment.place_first_steps(s, first, 0, top - 5, 5, few) == 5  # 3 ids for 5 rows
+        enough = enrolment.reserve_send_ids(s, 8)
+        assert enough == sorted(enough) and min(enough) > max(few)
+        assert enrolment.place_first_steps(s, first, top - 5, top, 5, enough) == 5
+        got = s.execute(select(Send.enrollment_id, Send.id).order_by(Send.enrollment_id)).all()
+    assert [i for _, i in got[5:]] == enough[:5]  # in enrollment order
+    assert not set(few) & {i for _, i in got}  # too few: the sequence numbered those rows
 
 
 def test_an_impossible_schedule_raises_its_own_error(db):

@@ -12,7 +12,8 @@ holds them equal to the row-by-row definition):
   Message-ID and the sticky variant come from Python functions registered on the connection
   for that statement. PostgreSQL (no Python inside): the span's rows are read, and their due
   times, Message-IDs and variants go back as arrays in one INSERT ... SELECT ... RETURNING that
-  also clears `needs_next`.
+  also clears `needs_next`; with the ledger ids too, when `reserve_send_ids` took them first
+  (spans placed at once still number their rows in enrollment order).
 * `needing_next` + `add_sends`: any enrollment, in batches placed by Python.
 
 Either way the ledger row and its Message-ID are created together, and `(enrollment, step)` is
@@ -155,14 +156,18 @@ class FirstStep:
     stamp: datetime
 
 
-def place_first_steps(session: Session, first: FirstStep, after: int, upto: int, most: int) -> int:
+def place_first_steps(
+    session: Session, first: FirstStep, after: int, upto: int, most: int, send_ids: Sequence[int] = (),
+) -> int:
     """A ledger row for the first step of every fresh enrollment in (after, upto] (at most
     `most` of them), in enrollment order, and `needs_next` cleared for exactly those.
     Enrollments in the span that are not fresh stay waiting, for `needing_next`.
-    Returns the number of rows placed."""
+    PostgreSQL: `send_ids` (from `reserve_send_ids`, ascending), when there are enough of them,
+    are the new rows' ids, given in enrollment order; else the ids come from the sequence as
+    the rows are inserted. Returns the number of rows placed."""
     conn = session.connection()
     if conn.dialect.name == "postgresql":
-        return _place_postgresql(conn, first, after, upto)
+        return _place_postgresql(conn, first, after, upto, send_ids)
     before = conn.execute(select(func.coalesce(func.max(_SENDS.c.id), 0))).scalar_one()
     placed = _place_sqlite(conn, first, after, upto, most)
     if not placed:
@@ -265,7 +270,20 @@ def _place_sqlite(conn, first: FirstStep, after: int, upto: int, most: int) -> i
         dbapi.create_function("nurture_variant", 1, None)
 
 
-def _place_postgresql(conn, first: FirstStep, after: int, upto: int) -> int:
+def reserve_send_ids(session: Session, count: int) -> list[int]:
+    """PostgreSQL: `count` ids taken from the ledger's sequence now, ascending, for the rows
+    that `place_first_steps` will insert later. Spans placed at once (`scheduling`) still give
+    ledger ids in enrollment order, which is the order claims take rows due at the same time
+    in (the daily cap's tie-break). Ids left unused are gaps, as rolled-back inserts leave."""
+    if count <= 0:
+        return []
+    return list(session.execute(_RESERVE, {"n": count}).scalars())
+
+
+_RESERVE = text("SELECT nextval(pg_get_serial_sequence('sends', 'id')) FROM generate_series(1, :n)")
+
+
+def _place_postgresql(conn, first: FirstStep, after: int, upto: int, send_ids: Sequence[int] = ()) -> int:
     """The fresh rows are read, their due times, variants and Message-IDs made in Python (one
     due time per group), and written back as arrays joined to the enrollments; the enrollments
     whose row was inserted (RETURNING, not another daemon's) stop waiting in the same statement."""
@@ -277,30 +295,45 @@ def _place_postgresql(conn, first: FirstStep, after: int, upto: int) -> int:
     ).all()
     if not rows:
         return 0
-    made = func.unnest(
+    # The reserved ids, when they cover the rows read (an enrollment committed into the span
+    # after it was counted could make them too few: the sequence then numbers every row).
+    ids = list(send_ids[: len(rows)]) if len(send_ids) >= len(rows) else None
+    arrays = [
         cast(bindparam("p_ids"), pg_array(Integer)),
         cast(bindparam("p_due"), pg_array(DateTime)),
         cast(bindparam("p_message_ids"), pg_array(String)),
         cast(bindparam("p_variants"), pg_array(String)),
-    ).table_valued("enrollment_id", "due_at", "message_id", "variant").render_derived(name="made")
+    ]
+    names = ["enrollment_id", "due_at", "message_id", "variant"]
+    if ids is not None:
+        arrays.append(cast(bindparam("p_send_ids"), pg_array(Integer)))
+        names.append("send_id")
+    made = func.unnest(*arrays).table_valued(*names).render_derived(name="made")
+    columns = _first_row(first, made.c.variant, made.c.due_at, made.c.message_id)
+    if ids is not None:
+        columns = (made.c.send_id, *columns)
     pick = (
-        select(*_first_row(first, made.c.variant, made.c.due_at, made.c.message_id))
+        select(*columns)
         .select_from(made.join(_ENROLLMENTS, _ENROLLMENTS.c.id == made.c.enrollment_id))
         .where(*_fresh_in(first.campaign_id, after, upto))
         .order_by(_ENROLLMENTS.c.id)
     )
     placed = (
-        pg_insert(_SENDS).from_select(_SEND_COLUMNS, pick).on_conflict_do_nothing()
+        pg_insert(_SENDS).from_select(_SEND_COLUMNS if ids is None else ("id", *_SEND_COLUMNS), pick)
+        .on_conflict_do_nothing()
         .returning(_SENDS.c.enrollment_id).cte("placed")
     )
+    params = {
+        "p_ids": [r[0] for r in rows],
+        "p_due": [first.due(r[2] or None, r[3]) for r in rows],
+        "p_message_ids": sorted(first.message_ids(len(rows))),  # index locality, as on SQLite
+        "p_variants": [first.variant(r[1]) for r in rows] if first.variant else [None] * len(rows),
+    }
+    if ids is not None:
+        params["p_send_ids"] = ids
     return conn.execute(
         update(_ENROLLMENTS).where(_ENROLLMENTS.c.id == placed.c.enrollment_id).values(needs_next=False),
-        {
-            "p_ids": [r[0] for r in rows],
-            "p_due": [first.due(r[2] or None, r[3]) for r in rows],
-            "p_message_ids": sorted(first.message_ids(len(rows))),  # index locality, as on SQLite
-            "p_variants": [first.variant(r[1]) for r in rows] if first.variant else [None] * len(rows),
-        },
+        params,
     ).rowcount
 
 
