@@ -26,7 +26,7 @@ from datetime import datetime
 
 from .campaigns import Campaign
 from .database import Database
-from .messages import make_message_id
+from .messages import make_message_id, time_prefix
 from .sequencing import Scheduler, next_step, variant_for
 from .store import enrolment
 from .store.ledger import aware, naive
@@ -49,20 +49,15 @@ _UNSET = object()
 
 
 def message_ids(domain: str, count: int) -> list[str]:
-    """`count` new Message-IDs, each as `messages.make_message_id(domain)` makes one (128
-    random bits as 22 URL-safe base64 characters, then @ and the domain in ASCII), made in bulk.
-    """
+    """`count` new Message-IDs, each as `messages.make_message_id(domain)` makes one (the
+    moment's `time_prefix`, 96 random bits as 16 URL-safe base64 characters, then @ and the
+    domain in ASCII), made in bulk: every 12 random bytes encode to 16 characters of their own."""
     if count <= 0:
         return []
     suffix = "@" + make_message_id(domain).split("@", 1)[1]
-    # Each 16 random bytes padded to 18 encode to 24 characters, the first 22 of which are the
-    # unpadded encoding of the 16 bytes (the 22nd holds 2 bits then zero bits either way).
-    padded = bytearray(18 * count)
-    raw = os.urandom(16 * count)
-    for i in range(16):
-        padded[i::18] = raw[i::16]
-    text = base64.urlsafe_b64encode(padded).decode("ascii")
-    return [text[i : i + 22] + suffix for i in range(0, 24 * count, 24)]
+    prefix = time_prefix()
+    text = base64.urlsafe_b64encode(os.urandom(12 * count)).decode("ascii")
+    return [prefix + text[i : i + 16] + suffix for i in range(0, 16 * count, 16)]
 
 
 def schedule_campaign(

@@ -173,7 +173,8 @@ def test_make_message_id():
     for message_id in ids:
         left, _, right = message_id.partition("@")
         assert right == "talent.example"
-        assert re.fullmatch(r"[A-Za-z0-9_-]{22}", left)  # 16 random bytes, url-safe base64
+        # the moment in ms (12 hex digits), then 12 random bytes as url-safe base64
+        assert re.fullmatch(r"[0-9a-f]{12}[A-Za-z0-9_-]{16}", left)
     assert make_message_id("bücher.example").endswith("@xn--bcher-kva.example")
 
 

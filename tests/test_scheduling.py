@@ -28,7 +28,7 @@ from nurture_mail.sequencing import Scheduler, next_step, schedule_step
 NOW = datetime(2027, 3, 1, 9, 30, tzinfo=UTC)
 ZONES = ["Europe/Berlin", "Asia/Tokyo", "America/Los_Angeles", "Asia/Kolkata", "Australia/Lord_Howe",
          "America/Sao_Paulo", "", " Europe/Berlin ", "Not/AZone", "UTC", None]
-MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{21}[AQgw]@[a-z0-9.-]+$")
+MESSAGE_ID = re.compile(r"^[0-9a-f]{12}[A-Za-z0-9_-]{16}@[a-z0-9.-]+$")
 
 
 def campaign_of(policy: SchedulePolicy, steps: list[Step]) -> Campaign:
@@ -303,14 +303,30 @@ def test_an_impossible_schedule_raises_its_own_error(db):
         assert s.execute(select(Enrollment.needs_next)).scalar() is True
 
 
-def test_message_ids_have_the_form_of_make_message_id():
+def test_message_ids_have_the_form_of_make_message_id(monkeypatch):
+    from nurture_mail import messages
+
+    moment = 1_780_000_000_123  # ms since 1970 (2026-05-28)
+    monkeypatch.setattr(messages, "_clock", lambda: moment * 1_000_000 + 999_999)
     ids = scheduling.message_ids("bücher.example", 2000)
     assert len(set(ids)) == 2000
     reference = make_message_id("bücher.example")
     assert all(len(m) == len(reference) and m.endswith("@xn--bcher-kva.example") for m in ids)
     assert all(MESSAGE_ID.match(m) for m in ids + [reference])
-    # Every one of the 128 bits varies: each of the 22 characters takes many values.
-    for position in range(21):
+    assert {m[:12] for m in ids + [reference]} == {f"{moment:012x}"}  # the moment, in ms
+    # Every one of the 96 random bits varies: each of the 16 characters takes many values.
+    for position in range(12, 28):
         assert len({m[position] for m in ids}) > 40
-    assert {m[21] for m in ids} == set("AQgw")
     assert scheduling.message_ids("talent.example", 0) == []
+
+
+def test_message_ids_made_later_sort_after_earlier_ones(monkeypatch):
+    """So the unique index on message_id grows at its end (the time prefix)."""
+    from nurture_mail import messages
+
+    made = []
+    for moment in (1_780_000_000_000, 1_780_000_000_001, 1_780_000_086_400):
+        monkeypatch.setattr(messages, "_clock", lambda moment=moment: moment * 1_000_000)
+        made.append(sorted(scheduling.message_ids("talent.example", 300)) + [make_message_id("talent.example")])
+    for earlier, later in zip(made, made[1:], strict=False):
+        assert max(earlier) < min(later)
