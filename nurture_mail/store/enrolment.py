@@ -244,7 +244,8 @@ def _place_sqlite(conn, first: FirstStep, after: int, upto: int, most: int) -> i
         [{"zone": z, "anchor": a, "due_at": write(first.due(z or None, parse(a)))} for z, a in groups],
     )
     # Handed out in enrollment order, sorted: the unique index on message_id is then written
-    # front to back instead of at random pages (half the time of a million-row first step).
+    # front to back instead of at random pages (half the time of a million-row first step),
+    # and after every earlier span's entries (`messages.time_prefix`).
     pool = sorted(first.message_ids(most))
     dbapi = conn.connection.dbapi_connection
     dbapi.create_function("nurture_message_id", 0, iter(pool).__next__)
