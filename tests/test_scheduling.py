@@ -241,6 +241,39 @@ def test_postgresql_places_two_first_step_spans_at_once(pg_db, monkeypatch):
     assert order == sorted(order)  # reserved ids: spans placed at once still number in order
 
 
+def test_two_daemons_placing_the_same_spans_at_once_place_each_enrollment_once(pg_db, pg_url, monkeypatch):
+    """Two daemons (two Database objects, each with its placing threads) schedule the same
+    campaign at the same moment: each enrollment gets one first-step row, by one of them."""
+    import threading
+
+    from nurture_mail.database import open_database
+
+    campaign = _spans_setup(pg_db, monkeypatch)
+    want_rows, _ = expected(pg_db, campaign)
+    other = open_database(pg_url)
+    start, results, errors = threading.Barrier(2, timeout=30), [], []
+
+    def daemon(db):
+        try:
+            start.wait()
+            results.append(_schedule(db, campaign))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=daemon, args=(db,)) for db in (pg_db, other)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        other.dispose()
+    assert not errors
+    assert sum(placed_count for placed_count, _ in results) == 40  # each enrollment by one daemon
+    rows, _, ids, waiting = placed(pg_db, campaign)
+    assert rows == want_rows and waiting == 0 and len(set(ids)) == len(ids) == 40
+
+
 def test_a_failed_first_step_span_leaves_each_enrollment_placed_or_waiting(db, monkeypatch):
     campaign = _spans_setup(db, monkeypatch)
     want_rows, _ = expected(db, campaign)
