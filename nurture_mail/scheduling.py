@@ -119,24 +119,21 @@ def _first_steps_in_parallel(db: Database, first: enrolment.FirstStep) -> int:
     `PLACERS` spans are handed on ahead: their rows pass through Python."""
     placed, after = 0, 0
     running: list[Future] = []
+    # At most PLACERS spans are submitted, so each starts at once: on an error the loop stops
+    # and the spans not yet found stay waiting, for the next tick.
     with db.sessions() as session, ThreadPoolExecutor(PLACERS, thread_name_prefix="nurture-place") as pool:
-        try:
-            for _ in range(_MAX_ROUNDS):
-                upto, count = enrolment.waiting_span(session, first.campaign_id, after, FIRST_SPAN[db.dialect])
-                if not count:
-                    break
-                ids = enrolment.reserve_send_ids(session, count)
-                session.commit()  # the next span is read in a fresh snapshot
-                if len(running) >= PLACERS:
-                    placed += running.pop(0).result()
-                running.append(pool.submit(_place_span, db, first, after, upto, count, ids))
-                after = upto
-            for future in running:
-                placed += future.result()
-        except BaseException:
-            for future in running:  # spans not started stay waiting, for the next tick
-                future.cancel()
-            raise
+        for _ in range(_MAX_ROUNDS):
+            upto, count = enrolment.waiting_span(session, first.campaign_id, after, FIRST_SPAN[db.dialect])
+            if not count:
+                break
+            ids = enrolment.reserve_send_ids(session, count)
+            session.commit()  # the next span is read in a fresh snapshot
+            if len(running) >= PLACERS:
+                placed += running.pop(0).result()
+            running.append(pool.submit(_place_span, db, first, after, upto, count, ids))
+            after = upto
+        for future in running:
+            placed += future.result()
     return placed
 
 

@@ -12,8 +12,8 @@ holds them equal to the row-by-row definition):
   Message-ID and the sticky variant come from Python functions registered on the connection
   for that statement. PostgreSQL (no Python inside): the span's rows are read, and their due
   times, Message-IDs and variants go back as arrays in one INSERT ... SELECT ... RETURNING that
-  also clears `needs_next`; with the ledger ids too, when `reserve_send_ids` took them first
-  (spans placed at once still number their rows in enrollment order).
+  also clears `needs_next`, with the ledger ids reserved from the sequence (`reserve_send_ids`)
+  so that spans placed at once still number their rows in enrollment order.
 * `needing_next` + `add_sends`: any enrollment, in batches placed by Python.
 
 Either way the ledger row and its Message-ID are created together, and `(enrollment, step)` is
@@ -163,8 +163,8 @@ def place_first_steps(
     `most` of them), in enrollment order, and `needs_next` cleared for exactly those.
     Enrollments in the span that are not fresh stay waiting, for `needing_next`.
     PostgreSQL: `send_ids` (from `reserve_send_ids`, ascending), when there are enough of them,
-    are the new rows' ids, given in enrollment order; else the ids come from the sequence as
-    the rows are inserted. Returns the number of rows placed."""
+    are the new rows' ids, given in enrollment order; else ids are reserved for the rows then.
+    Returns the number of rows placed."""
     conn = session.connection()
     if conn.dialect.name == "postgresql":
         return _place_postgresql(conn, first, after, upto, send_ids)
@@ -271,9 +271,9 @@ def _place_sqlite(conn, first: FirstStep, after: int, upto: int, most: int) -> i
         dbapi.create_function("nurture_variant", 1, None)
 
 
-def reserve_send_ids(session: Session, count: int) -> list[int]:
+def reserve_send_ids(session, count: int) -> list[int]:
     """PostgreSQL: `count` ids taken from the ledger's sequence now, ascending, for the rows
-    that `place_first_steps` will insert later. Spans placed at once (`scheduling`) still give
+    that `place_first_steps` will insert (a Session or a Connection). Spans placed at once (`scheduling`) still give
     ledger ids in enrollment order, which is the order claims take rows due at the same time
     in (the daily cap's tie-break). Ids left unused are gaps, as rolled-back inserts leave."""
     if count <= 0:
@@ -296,45 +296,35 @@ def _place_postgresql(conn, first: FirstStep, after: int, upto: int, send_ids: S
     ).all()
     if not rows:
         return 0
-    # The reserved ids, when they cover the rows read (an enrollment committed into the span
-    # after it was counted could make them too few: the sequence then numbers every row).
-    ids = list(send_ids[: len(rows)]) if len(send_ids) >= len(rows) else None
-    arrays = [
+    # The reserved ids, when they cover the rows read; else (none given, or an enrollment
+    # committed into the span after it was counted) ids taken from the sequence now.
+    ids = list(send_ids[: len(rows)]) if len(send_ids) >= len(rows) else reserve_send_ids(conn, len(rows))
+    made = func.unnest(
         cast(bindparam("p_ids"), pg_array(Integer)),
         cast(bindparam("p_due"), pg_array(DateTime)),
         cast(bindparam("p_message_ids"), pg_array(String)),
         cast(bindparam("p_variants"), pg_array(String)),
-    ]
-    names = ["enrollment_id", "due_at", "message_id", "variant"]
-    if ids is not None:
-        arrays.append(cast(bindparam("p_send_ids"), pg_array(Integer)))
-        names.append("send_id")
-    made = func.unnest(*arrays).table_valued(*names).render_derived(name="made")
-    columns = _first_row(first, made.c.variant, made.c.due_at, made.c.message_id)
-    if ids is not None:
-        columns = (made.c.send_id, *columns)
+        cast(bindparam("p_send_ids"), pg_array(Integer)),
+    ).table_valued("enrollment_id", "due_at", "message_id", "variant", "send_id").render_derived(name="made")
     pick = (
-        select(*columns)
+        select(made.c.send_id, *_first_row(first, made.c.variant, made.c.due_at, made.c.message_id))
         .select_from(made.join(_ENROLLMENTS, _ENROLLMENTS.c.id == made.c.enrollment_id))
         .where(*_fresh_in(first.campaign_id, after, upto))
         .order_by(_ENROLLMENTS.c.id)
     )
     placed = (
-        pg_insert(_SENDS).from_select(_SEND_COLUMNS if ids is None else ("id", *_SEND_COLUMNS), pick)
-        .on_conflict_do_nothing()
+        pg_insert(_SENDS).from_select(("id", *_SEND_COLUMNS), pick).on_conflict_do_nothing()
         .returning(_SENDS.c.enrollment_id).cte("placed")
     )
-    params = {
-        "p_ids": [r[0] for r in rows],
-        "p_due": [first.due(r[2] or None, r[3]) for r in rows],
-        "p_message_ids": sorted(first.message_ids(len(rows))),  # index locality, as on SQLite
-        "p_variants": [first.variant(r[1]) for r in rows] if first.variant else [None] * len(rows),
-    }
-    if ids is not None:
-        params["p_send_ids"] = ids
     return conn.execute(
         update(_ENROLLMENTS).where(_ENROLLMENTS.c.id == placed.c.enrollment_id).values(needs_next=False),
-        params,
+        {
+            "p_ids": [r[0] for r in rows],
+            "p_due": [first.due(r[2] or None, r[3]) for r in rows],
+            "p_message_ids": sorted(first.message_ids(len(rows))),  # index locality, as on SQLite
+            "p_variants": [first.variant(r[1]) for r in rows] if first.variant else [None] * len(rows),
+            "p_send_ids": ids,
+        },
     ).rowcount
 
 
